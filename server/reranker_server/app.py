@@ -1,0 +1,89 @@
+"""The application factory: ``uvicorn --factory reranker_server.app:create_app``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from . import __version__
+from .backend import VLLMBackend
+from .batch_queue import BatchQueue, GroupKey
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .routes import router
+from .score_cache import Score, ScoreCache
+from .service import RerankService
+from .settings import Settings
+
+logger = logging.getLogger("reranker_server")
+
+
+def create_app(settings: Settings | None = None, backend: VLLMBackend | None = None) -> FastAPI:
+    """Build the app. The engine starts loading when the app starts; until it is ready /health
+    answers 503 and scoring requests get 503 with Retry-After."""
+    settings = settings or Settings()
+    backend = backend or VLLMBackend(settings)
+    metrics = Metrics()
+
+    def on_batch(_: GroupKey, size: int, seconds: float) -> None:
+        metrics.batch_pairs.observe(size)
+        metrics.batch_duration.observe(seconds)
+        metrics.pairs_scored.inc(size)
+        metrics.queue_depth.set(queue.depth)
+
+    queue: BatchQueue[Score] = BatchQueue(
+        backend.score_batch,
+        max_batch_pairs=settings.batch_max_pairs,
+        max_wait_ms=settings.batch_max_wait_ms,
+        max_queued_pairs=settings.max_queued_pairs,
+        on_batch=on_batch,
+    )
+    service = RerankService(settings, backend, ScoreCache(settings.cache_size), queue, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        queue.start()
+        loading = asyncio.create_task(backend.start(), name="engine-load")
+        try:
+            yield
+        finally:
+            await queue.close()
+            loading.cancel()
+            backend.shutdown()
+
+    app = FastAPI(
+        title="Reranker service",
+        version=__version__,
+        description="Rerank documents with a vLLM-served model: cross-encoders, Qwen3-style LLM "
+        "rerankers and bi-encoders, with batching, a score cache and Prometheus metrics.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def record_request(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            # The route template, never the raw path: unknown paths must not grow the label set.
+            endpoint = getattr(route, "path", "unmatched")
+            if endpoint != "/metrics":
+                metrics.requests.labels(endpoint, str(status)).inc()
+                metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
+
+    return app

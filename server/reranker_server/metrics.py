@@ -1,0 +1,57 @@
+"""Prometheus metrics. Each app gets its own registry, so several apps in one process (tests) do
+not collide; /metrics exposes that registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "reranker_requests", "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"], registry=r,
+        )
+        self.request_duration = Histogram(
+            "reranker_request_duration_seconds", "HTTP request duration by endpoint.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_pairs = Histogram(
+            "reranker_engine_batch_pairs", "Pairs per engine batch.",
+            buckets=_BATCH_BUCKETS, registry=r,
+        )
+        self.batch_duration = Histogram(
+            "reranker_engine_batch_duration_seconds", "Engine time per batch.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            "reranker_queue_depth_pairs", "Pairs waiting for an engine batch.", registry=r
+        )
+        self.cache_hits = Counter(
+            "reranker_cache_hits", "Pairs answered from the score cache.", registry=r
+        )
+        self.cache_misses = Counter(
+            "reranker_cache_misses", "Pairs not found in the score cache.", registry=r
+        )
+        self.cache_entries = Gauge(
+            "reranker_cache_entries", "Scores held in the score cache.", registry=r
+        )
+        self.pairs_requested = Counter(
+            "reranker_pairs_requested", "Pairs asked for by clients.", registry=r
+        )
+        self.pairs_scored = Counter(
+            "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
+        )
+        self.pairs_deduplicated = Counter(
+            "reranker_pairs_deduplicated",
+            "Pairs that shared the score of an identical pair already queued or running.",
+            registry=r,
+        )
+        self.engine_up = Gauge(
+            "reranker_engine_up", "1 when the engine is ready and alive, else 0.", registry=r
+        )

@@ -1,0 +1,106 @@
+"""HTTP routes: each one fetches the service from app.state and hands it the parsed request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import __version__
+from .errors import error_body
+from .model_family import SCORE_RANGE
+from .schemas import (
+    ErrorResponse,
+    HealthResponse,
+    InfoResponse,
+    Limits,
+    RerankBatchRequest,
+    RerankBatchResponse,
+    RerankBatchSimpleRequest,
+    RerankBatchSimpleResponse,
+    RerankRequest,
+    RerankResponse,
+)
+from .service import RerankService
+
+
+def get_service(request: Request) -> RerankService:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[RerankService, Depends(get_service)]
+
+_ERRORS = {
+    422: {"model": ErrorResponse, "description": "Invalid request"},
+    429: {"model": ErrorResponse, "description": "Too much work queued; retry later"},
+    503: {"model": ErrorResponse, "description": "Engine loading or dead"},
+}
+
+router = APIRouter()
+
+
+@router.post("/rerank", response_model=RerankResponse, responses=_ERRORS,
+             response_model_exclude_none=True)
+async def rerank(body: RerankRequest, service: ServiceDep) -> RerankResponse:
+    """Rank documents against one query; results sorted by relevance, `index` into `documents`."""
+    return await service.rerank(body)
+
+
+@router.post("/rerank_batch", response_model=RerankBatchResponse, responses=_ERRORS,
+             response_model_exclude_none=True)
+async def rerank_batch(body: RerankBatchRequest, service: ServiceDep) -> RerankBatchResponse:
+    """Several rerank requests at once (instructions and max_length may differ)."""
+    return await service.rerank_batch(body)
+
+
+@router.post("/rerank_batch_simple", response_model=RerankBatchSimpleResponse, responses=_ERRORS)
+async def rerank_batch_simple(
+    body: RerankBatchSimpleRequest, service: ServiceDep
+) -> RerankBatchSimpleResponse:
+    """The training call: texts sent once, pairs by index, scores back in pair order."""
+    return await service.rerank_batch_simple(body)
+
+
+@router.get("/health", response_model=HealthResponse, responses={503: _ERRORS[503]})
+async def health(service: ServiceDep) -> Response:
+    """200 only when the engine is loaded and alive; 503 while loading or after it died."""
+    backend = service.backend
+    alive = backend.alive
+    service.metrics.engine_up.set(1 if alive else 0)
+    if not alive:
+        return JSONResponse(
+            error_body("engine_unavailable", backend.unavailable_reason()), status_code=503
+        )
+    return JSONResponse(HealthResponse(status="ok", model=backend.model_name).model_dump())
+
+
+@router.get("/info", response_model=InfoResponse)
+async def info(service: ServiceDep) -> InfoResponse:
+    """The model, its family and this server's limits (max_length is 0 until the model loads)."""
+    b, s = service.backend, service.settings
+    return InfoResponse(
+        model=b.model_name,
+        family=b.family.value,
+        version=__version__,
+        score_range=SCORE_RANGE[b.family],
+        default_instruction=b.default_instruction(),
+        cache_size=s.cache_size,
+        limits=Limits(
+            max_pairs_per_request=s.max_pairs_per_request,
+            max_length=b.max_length,
+            batch_max_pairs=s.batch_max_pairs,
+            batch_max_tokens=b.batch_max_tokens,
+            batch_max_wait_ms=s.batch_max_wait_ms,
+            max_queued_pairs=s.max_queued_pairs,
+        ),
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(service: ServiceDep) -> Response:
+    m = service.metrics
+    m.queue_depth.set(service.queue.depth)
+    m.engine_up.set(1 if service.backend.alive else 0)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

