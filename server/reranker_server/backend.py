@@ -89,8 +89,12 @@ class VLLMBackend:
             self.state = EngineState.FAILED
         else:
             self.state = EngineState.READY
-            logger.info("engine ready: %s (%s), max_length %d", self.model_name, self.family.value,
-                        self.max_length)
+            logger.info(
+                "engine ready: %s (%s), max_length %d",
+                self.model_name,
+                self.family.value,
+                self.max_length,
+            )
 
     def _load(self) -> None:
         if Path(self.settings.model).is_dir():
@@ -121,8 +125,12 @@ class VLLMBackend:
             self._llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
         )
         if self.family is ModelFamily.LLM_RERANKER:
-            self._qwen3_prefix = self._tokenizer(QWEN3_PREFIX, add_special_tokens=False)["input_ids"]
-            self._qwen3_suffix = self._tokenizer(QWEN3_SUFFIX, add_special_tokens=False)["input_ids"]
+            self._qwen3_prefix = self._tokenizer(QWEN3_PREFIX, add_special_tokens=False)[
+                "input_ids"
+            ]
+            self._qwen3_suffix = self._tokenizer(QWEN3_SUFFIX, add_special_tokens=False)[
+                "input_ids"
+            ]
             # Room for the template and at least a few tokens of the pair itself.
             self._min_length = len(self._qwen3_prefix) + len(self._qwen3_suffix) + 8
         elif self.family is ModelFamily.CROSS_ENCODER:
@@ -174,7 +182,9 @@ class VLLMBackend:
     def group_key(self, instruction: str | None, max_length: int | None) -> GroupKey:
         """The effective (instruction, max_length) of a request; 422 when max_length cannot be."""
         if self.family is ModelFamily.CROSS_ENCODER:
-            instruction = None  # a cross-encoder has no instruction input; do not split groups on it
+            instruction = (
+                None  # a cross-encoder has no instruction input; do not split groups on it
+            )
         elif self.family is ModelFamily.LLM_RERANKER and not instruction:
             instruction = QWEN3_DEFAULT_INSTRUCTION
         elif not instruction:
@@ -227,10 +237,14 @@ class VLLMBackend:
         queries = [q for q, _ in pairs]
         docs = [d for _, d in pairs]
         try:
-            enc = self._tokenizer(queries, docs, truncation="only_second", max_length=key.max_length)
+            enc = self._tokenizer(
+                queries, docs, truncation="only_second", max_length=key.max_length
+            )
         except Exception:  # noqa: BLE001
             # A query longer than max_length on its own: cut both, longest first, pair by pair.
-            enc = self._tokenizer(queries, docs, truncation="longest_first", max_length=key.max_length)
+            enc = self._tokenizer(
+                queries, docs, truncation="longest_first", max_length=key.max_length
+            )
         prompts, params = [], []
         for i, ids in enumerate(enc["input_ids"]):
             prompts.append(TokensPrompt(prompt_token_ids=ids))

@@ -1,9 +1,9 @@
 """The batching queue: pairs from all requests, grouped by (instruction, max_length) into batches.
 
-One consumer task owns the engine. A group is flushed when it holds ``max_batch_pairs`` pairs or when
-its oldest pair has waited ``max_wait_ms``; ripe groups go oldest first, so no group starves. A pair
-already waiting or being scored is not queued twice: later callers share its future. Each caller
-awaits its own futures, so it gets exactly its own scores, in its own order.
+One consumer task owns the engine. A group is flushed when it holds ``max_batch_pairs`` pairs or
+when its oldest pair has waited ``max_wait_ms``; ripe groups go oldest first, so no group starves.
+A pair already waiting or being scored is not queued twice: later callers share its future. Each
+caller awaits its own futures, so it gets exactly its own scores, in its own order.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Hashable, TypeVar
+from typing import Generic, TypeVar
 
 from .errors import OverloadedError
 
@@ -136,11 +136,14 @@ class BatchQueue(Generic[T]):
         self._wakeup.set()
         return futures
 
-    def _next_batch(self, now: float) -> tuple[GroupKey, list[tuple[Pair, asyncio.Future[T]]]] | None:
+    def _next_batch(
+        self, now: float
+    ) -> tuple[GroupKey, list[tuple[Pair, asyncio.Future[T]]]] | None:
         ripe = [
             (g.oldest, k)
             for k, g in self._groups.items()
-            if g.pending and (len(g.pending) >= self.max_batch_pairs or now - g.oldest >= self.max_wait)
+            if g.pending
+            and (len(g.pending) >= self.max_batch_pairs or now - g.oldest >= self.max_wait)
         ]
         if not ripe:
             return None

@@ -18,7 +18,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--model", help="model directory or hub id (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--served-model-name")
-    p.add_argument("--model-family", choices=["auto", "cross-encoder", "llm-reranker", "bi-encoder"])
+    p.add_argument(
+        "--model-family", choices=["auto", "cross-encoder", "llm-reranker", "bi-encoder"]
+    )
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--dtype")

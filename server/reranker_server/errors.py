@@ -1,9 +1,9 @@
 """Error types, and the one place where every failure becomes a JSON ``{error, detail}`` answer.
 
-    ServiceError            (any status; ``error`` is a stable machine-readable code)
-    ├── InvalidRequestError  422  the request cannot be served as sent
-    ├── OverloadedError      429  too much work queued; retry later
-    └── EngineUnavailableError 503  the engine is loading or dead
+ServiceError            (any status; ``error`` is a stable machine-readable code)
+├── InvalidRequestError  422  the request cannot be served as sent
+├── OverloadedError      429  too much work queued; retry later
+└── EngineUnavailableError 503  the engine is loading or dead
 """
 
 from __future__ import annotations

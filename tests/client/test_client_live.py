@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import tomllib
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-
+import tomllib
 from reranker_client import (
     AsyncRerankerClient,
     RerankerBadRequestError,
@@ -32,8 +31,11 @@ DOCS = [
 
 def direct_scores(url: str, queries, documents, pairs, **kw) -> list[float]:
     """The server's own answer for the pairs, in one plain HTTP request."""
-    r = httpx.post(f"{url}/rerank_batch_simple", timeout=120,
-                   json={"queries": queries, "documents": documents, "pairs": pairs, **kw})
+    r = httpx.post(
+        f"{url}/rerank_batch_simple",
+        timeout=120,
+        json={"queries": queries, "documents": documents, "pairs": pairs, **kw},
+    )
     r.raise_for_status()
     return r.json()["scores"]
 
@@ -111,17 +113,24 @@ def test_bad_request_surfaces_server_detail(minilm_server):
 
 async def test_async_client_concurrent_calls(minilm_server):
     tag = uuid.uuid4().hex[:6]
-    async with AsyncRerankerClient(minilm_server.url, reranker_batch_size=7, max_concurrency=4) as client:
+    async with AsyncRerankerClient(
+        minilm_server.url, reranker_batch_size=7, max_concurrency=4
+    ) as client:
         jobs = [
-            client.score_pairs([f"q{i} {tag}"], [f"d{j} {tag}" for j in range(10)],
-                               [(0, j) for j in range(10)])
+            client.score_pairs(
+                [f"q{i} {tag}"], [f"d{j} {tag}" for j in range(10)], [(0, j) for j in range(10)]
+            )
             for i in range(8)
         ]
         results = await asyncio.gather(*jobs)
         assert (await client.health())["status"] == "ok"
     for i, got in enumerate(results):
-        want = direct_scores(minilm_server.url, [f"q{i} {tag}"], [f"d{j} {tag}" for j in range(10)],
-                             [[0, j] for j in range(10)])
+        want = direct_scores(
+            minilm_server.url,
+            [f"q{i} {tag}"],
+            [f"d{j} {tag}" for j in range(10)],
+            [[0, j] for j in range(10)],
+        )
         assert got == pytest.approx(want, abs=1e-6)
 
 
@@ -140,7 +149,8 @@ def test_client_installs_and_imports_without_server_dependencies():
     # Block the server's heavy dependencies: the client must not need any of them.
     code = (
         "import sys\n"
-        "for m in ('vllm', 'torch', 'fastapi', 'pydantic', 'reranker_server', 'prometheus_client'):\n"
+        "for m in ('vllm', 'torch', 'fastapi', 'pydantic', 'reranker_server',\n"
+        "          'prometheus_client'):\n"
         "    sys.modules[m] = None\n"
         "import reranker_client\n"
         "print(reranker_client.RerankerClient.__name__)\n"

@@ -91,8 +91,12 @@ def test_scores_equal_sentence_transformers_cosine(http, st_model):
     for instruction in (None, "query: "):
         r = http.post(
             "/rerank_batch_simple",
-            json={"queries": queries, "documents": documents, "pairs": pairs,
-                  "instruction": instruction},
+            json={
+                "queries": queries,
+                "documents": documents,
+                "pairs": pairs,
+                "instruction": instruction,
+            },
         )
         assert r.status_code == 200, r.text
         got = r.json()["scores"]
@@ -116,8 +120,8 @@ def test_score_does_not_depend_on_batch_or_cache(http):
     alone = http.post("/rerank", json={"query": q, "documents": [d], "max_length": 200}).json()
     fillers = [unique(f"filler document number {i} about various topics") for i in range(300)]
     batched = http.post(
-        "/rerank", json={"query": q, "documents": fillers[:150] + [d] + fillers[150:],
-                         "max_length": 201},
+        "/rerank",
+        json={"query": q, "documents": fillers[:150] + [d] + fillers[150:], "max_length": 201},
     ).json()
     cached = http.post("/rerank", json={"query": q, "documents": [d], "max_length": 200}).json()
     assert alone["usage"]["cache_hits"] == 0 and batched["usage"]["cache_hits"] == 0
@@ -168,12 +172,15 @@ def test_duplicate_pairs_in_one_request_scored_once(http):
     before = metric_samples(http)
     docs = [unique("a duplicated document"), unique("another document")]
     pairs = [[0, 0], [0, 1], [0, 0], [0, 0], [0, 1]]
-    r = http.post("/rerank_batch_simple", json={"queries": [QUERY], "documents": docs,
-                                                "pairs": pairs})
+    r = http.post(
+        "/rerank_batch_simple", json={"queries": [QUERY], "documents": docs, "pairs": pairs}
+    )
     scores = r.json()["scores"]
     assert scores[0] == scores[2] == scores[3] and scores[1] == scores[4]
     after = metric_samples(http)
-    scored = after[("reranker_pairs_scored_total", ())] - before[("reranker_pairs_scored_total", ())]
+    scored = (
+        after[("reranker_pairs_scored_total", ())] - before[("reranker_pairs_scored_total", ())]
+    )
     assert scored == 2
 
 
@@ -188,14 +195,21 @@ async def test_fifty_concurrent_mixed_requests_get_their_own_results(minilm_serv
 
     async def one(client: httpx.AsyncClient, i, ins, q, docs):
         if i % 2:
-            r = await client.post("/rerank", json={"query": q, "documents": docs,
-                                                   "instruction": ins})
+            r = await client.post(
+                "/rerank", json={"query": q, "documents": docs, "instruction": ins}
+            )
             r.raise_for_status()
             by_index = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
             return [by_index[k] for k in range(len(docs))]
-        r = await client.post("/rerank_batch_simple", json={
-            "queries": [q], "documents": docs, "pairs": [[0, k] for k in range(len(docs))],
-            "instruction": ins})
+        r = await client.post(
+            "/rerank_batch_simple",
+            json={
+                "queries": [q],
+                "documents": docs,
+                "pairs": [[0, k] for k in range(len(docs))],
+                "instruction": ins,
+            },
+        )
         r.raise_for_status()
         return r.json()["scores"]
 
@@ -237,25 +251,60 @@ def test_health_stays_fast_while_a_large_request_is_scored(http, minilm_server):
         ("/rerank", {"query": "", "documents": ["a"]}, "query is empty"),
         ("/rerank", {"query": "   ", "documents": ["a"]}, "query is empty"),
         ("/rerank", {"query": "q", "documents": []}, "documents"),
-        ("/rerank", {"query": "q", "documents": ["a", 3]}, "documents[1]: Input should be a valid string"),
+        (
+            "/rerank",
+            {"query": "q", "documents": ["a", 3]},
+            "documents[1]: Input should be a valid string",
+        ),
         ("/rerank", {"query": "q", "documents": ["a", ""]}, "document 1 is empty"),
         ("/rerank", {"query": "q"}, "documents: Field required"),
-        ("/rerank", {"query": "q", "documents": ["a"], "max_length": 100000}, "above this model's limit of 256"),
+        (
+            "/rerank",
+            {"query": "q", "documents": ["a"], "max_length": 100000},
+            "above this model's limit of 256",
+        ),
         ("/rerank", {"query": "q", "documents": ["a"], "max_length": 0}, "max_length"),
         ("/rerank", {"query": "q", "documents": ["a"], "top_n": 0}, "top_n"),
-        ("/rerank", {"query": "q", "documents": ["a"], "topn": 1}, "topn: Extra inputs are not permitted"),
-        ("/rerank_batch", {"requests": [{"query": "q", "documents": ["a"]},
-                                        {"query": "q", "documents": ["a"], "max_length": 9999}]},
-         "requests[1]: max_length 9999"),
-        ("/rerank_batch_simple", {"queries": ["q"], "documents": ["d"], "pairs": [[0, 1]]},
-         "pairs[0] = [0, 1] is out of range"),
-        ("/rerank_batch_simple", {"queries": ["q"], "documents": ["d"], "pairs": [[-1, 0]]},
-         "out of range"),
-        ("/rerank_batch_simple", {"queries": ["q"], "documents": ["d"], "pairs": [[0]]}, "pairs[0]"),
-        ("/rerank_batch_simple", {"queries": ["q", ""], "documents": ["d"], "pairs": [[0, 0]]},
-         "queries 1 is empty"),
-        ("/rerank_batch_simple", {"queries": ["q"], "documents": ["d"],
-                                  "pairs": [[0, 0]] * 100_001}, "more than this server's limit of 100000"),
+        (
+            "/rerank",
+            {"query": "q", "documents": ["a"], "topn": 1},
+            "topn: Extra inputs are not permitted",
+        ),
+        (
+            "/rerank_batch",
+            {
+                "requests": [
+                    {"query": "q", "documents": ["a"]},
+                    {"query": "q", "documents": ["a"], "max_length": 9999},
+                ]
+            },
+            "requests[1]: max_length 9999",
+        ),
+        (
+            "/rerank_batch_simple",
+            {"queries": ["q"], "documents": ["d"], "pairs": [[0, 1]]},
+            "pairs[0] = [0, 1] is out of range",
+        ),
+        (
+            "/rerank_batch_simple",
+            {"queries": ["q"], "documents": ["d"], "pairs": [[-1, 0]]},
+            "out of range",
+        ),
+        (
+            "/rerank_batch_simple",
+            {"queries": ["q"], "documents": ["d"], "pairs": [[0]]},
+            "pairs[0]",
+        ),
+        (
+            "/rerank_batch_simple",
+            {"queries": ["q", ""], "documents": ["d"], "pairs": [[0, 0]]},
+            "queries 1 is empty",
+        ),
+        (
+            "/rerank_batch_simple",
+            {"queries": ["q"], "documents": ["d"], "pairs": [[0, 0]] * 100_001},
+            "more than this server's limit of 100000",
+        ),
     ],
 )
 def test_bad_input_gets_422_with_useful_message(http, endpoint, body, message):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from reranker_server.batch_queue import BatchQueue, GroupKey
 from reranker_server.errors import OverloadedError
 
@@ -97,7 +96,9 @@ async def test_identical_pairs_in_flight_are_scored_once():
     first = q.submit(key, [("q", "a"), ("q", "b")])
     await asyncio.sleep(0.02)  # now running in the engine
     second = q.submit(key, [("q", "b"), ("q", "a"), ("q", "a")])  # all already in flight
-    assert await results(second) == [FakeScorer.value(key, p) for p in [("q", "b"), ("q", "a"), ("q", "a")]]
+    assert await results(second) == [
+        FakeScorer.value(key, p) for p in [("q", "b"), ("q", "a"), ("q", "a")]
+    ]
     await results(first)
     scored = [p for _, b in scorer.batches for p in b]
     assert sorted(scored) == [("q", "a"), ("q", "b")]

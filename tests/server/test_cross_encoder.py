@@ -60,8 +60,12 @@ def test_scores_are_sigmoid_of_the_models_logit(ce, hf_logit):
 def test_max_length_cuts_the_document_and_keeps_the_query(ce, hf_logit, max_length):
     r = ce.post(
         "/rerank_batch_simple",
-        json={"queries": [QUERY], "documents": [LONG_DOC], "pairs": [[0, 0]],
-              "max_length": max_length},
+        json={
+            "queries": [QUERY],
+            "documents": [LONG_DOC],
+            "pairs": [[0, 0]],
+            "max_length": max_length,
+        },
     )
     assert r.status_code == 200, r.text
     assert r.json()["scores"][0] == pytest.approx(
@@ -71,8 +75,10 @@ def test_max_length_cuts_the_document_and_keeps_the_query(ce, hf_logit, max_leng
 
 def test_different_truncations_give_different_scores(ce):
     scores = [
-        ce.post("/rerank_batch_simple", json={"queries": [QUERY], "documents": [LONG_DOC],
-                                              "pairs": [[0, 0]], "max_length": n}).json()["scores"][0]
+        ce.post(
+            "/rerank_batch_simple",
+            json={"queries": [QUERY], "documents": [LONG_DOC], "pairs": [[0, 0]], "max_length": n},
+        ).json()["scores"][0]
         for n in (32, 512)
     ]
     assert scores[0] != pytest.approx(scores[1], abs=1e-6)

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture
 def doomed_server(tmp_path, cross_encoder_dir):
-    server = ServerProcess("--model", str(cross_encoder_dir), "--dtype", "float32",
-                           log_path=tmp_path / "doomed.log")
+    server = ServerProcess(
+        "--model", str(cross_encoder_dir), "--dtype", "float32", log_path=tmp_path / "doomed.log"
+    )
     try:
         yield server
     finally:
@@ -51,7 +52,8 @@ def test_loading_then_ready_then_dead(doomed_server):
     assert httpx.post(f"{url}/rerank", json={"query": "q", "documents": ["d"]}).status_code == 200
 
     engines = [
-        p for p in psutil.Process(doomed_server.proc.pid).children(recursive=True)
+        p
+        for p in psutil.Process(doomed_server.proc.pid).children(recursive=True)
         if "EngineCore" in " ".join(p.cmdline()) or "EngineCore" in p.name()
     ]
     assert engines, "no engine core child process found"

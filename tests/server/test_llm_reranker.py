@@ -1,10 +1,10 @@
-"""The LLM-reranker family (Qwen3-Reranker format) through the real engine, on a tiny random
-Qwen3 model.
+"""The LLM-reranker family (Qwen3-Reranker format) through the real engine, on a tiny random Qwen3
+model.
 
-Reference: transformers' Qwen3ForCausalLM on the same weights, given the prompt written out here from
-the Qwen3-Reranker model card (not from the server's constants), read as logit(yes) - logit(no) at the
-last position. Agreement checks the prompt format, the instruction handling, truncation and vLLM's
-no/yes classifier conversion together.
+Reference: transformers' Qwen3ForCausalLM on the same weights, given the prompt written out here
+from the Qwen3-Reranker model card (not from the server's constants), read as logit(yes) -
+logit(no) at the last position. Agreement checks the prompt format, the instruction handling,
+truncation and vLLM's no/yes classifier conversion together.
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ def test_instruction_goes_into_the_prompt(qw, hf_raw):
 
 def test_default_instruction_used_when_none_given(qw):
     a = qw.post("/rerank", json={"query": QUERY, "documents": DOCS}).json()
-    b = qw.post("/rerank", json={"query": QUERY, "documents": DOCS,
-                                 "instruction": DEFAULT_INSTRUCTION}).json()
+    b = qw.post(
+        "/rerank", json={"query": QUERY, "documents": DOCS, "instruction": DEFAULT_INSTRUCTION}
+    ).json()
     assert [x["relevance_score"] for x in a["results"]] == [
         x["relevance_score"] for x in b["results"]
     ]
@@ -97,8 +98,10 @@ def test_truncation_cuts_the_document(qw, hf_raw):
 
 def test_batch_with_three_instructions_equals_each_alone(qw):
     instructions = ["Find passages about cities", "Find passages about fruit", None]
-    requests = [{"query": QUERY, "documents": DOCS, "instruction": i, "max_length": 500}
-                for i in instructions]
+    requests = [
+        {"query": QUERY, "documents": DOCS, "instruction": i, "max_length": 500}
+        for i in instructions
+    ]
     batch = qw.post("/rerank_batch", json={"requests": requests}).json()["results"]
     for req, got in zip(requests, batch):
         alone = qw.post("/rerank", json={**req, "max_length": 499}).json()  # fresh engine work

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from reranker_server.errors import describe_validation_errors
 from reranker_server.model_family import ModelFamily, detect_family
 from reranker_server.settings import DEFAULT_MODEL_NAME, Settings
@@ -12,9 +11,17 @@ from reranker_server.settings import DEFAULT_MODEL_NAME, Settings
 @pytest.mark.parametrize(
     ("config", "family"),
     [
-        ({"architectures": ["BertForSequenceClassification"], "num_labels": 1}, ModelFamily.CROSS_ENCODER),
-        ({"architectures": ["XLMRobertaForSequenceClassification"], "id2label": {"0": "LABEL_0"}},
-         ModelFamily.CROSS_ENCODER),
+        (
+            {"architectures": ["BertForSequenceClassification"], "num_labels": 1},
+            ModelFamily.CROSS_ENCODER,
+        ),
+        (
+            {
+                "architectures": ["XLMRobertaForSequenceClassification"],
+                "id2label": {"0": "LABEL_0"},
+            },
+            ModelFamily.CROSS_ENCODER,
+        ),
         ({"architectures": ["Qwen3ForCausalLM"]}, ModelFamily.LLM_RERANKER),
         ({"architectures": ["BertModel"]}, ModelFamily.BI_ENCODER),
         ({}, ModelFamily.BI_ENCODER),
@@ -50,5 +57,6 @@ def test_validation_errors_read_as_a_sentence():
         {"loc": ("body", "query"), "msg": "Value error, the query is empty; it must contain text"},
     ]
     assert describe_validation_errors(errors) == (
-        "documents[2]: Input should be a valid string; query: the query is empty; it must contain text"
+        "documents[2]: Input should be a valid string; "
+        "query: the query is empty; it must contain text"
     )
