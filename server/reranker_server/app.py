@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from . import __version__
-from .backend import VLLMBackend
+from .backend import Backend, create_backend
 from .batch_queue import BatchQueue, GroupKey
 from .errors import install_error_handlers
 from .metrics import Metrics
@@ -23,11 +23,11 @@ from .settings import Settings
 logger = logging.getLogger("reranker_server")
 
 
-def create_app(settings: Settings | None = None, backend: VLLMBackend | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
     """Build the app. The engine starts loading when the app starts; until it is ready /health
     answers 503 and scoring requests get 503 with Retry-After."""
     settings = settings or Settings()
-    backend = backend or VLLMBackend(settings)
+    backend = backend or create_backend(settings)
     metrics = Metrics()
 
     def on_batch(_: GroupKey, size: int, seconds: float) -> None:
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, backend: VLLMBackend | None = N
         finally:
             await queue.close()
             loading.cancel()
-            backend.shutdown()
+            await backend.aclose()
 
     app = FastAPI(
         title="Reranker service",

@@ -21,6 +21,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model-family", choices=["auto", "cross-encoder", "llm-reranker", "bi-encoder"]
     )
+    p.add_argument(
+        "--engine-url",
+        dest="engine_urls",
+        action="append",
+        help="a `vllm serve` engine to use instead of an in-process one (repeatable)",
+    )
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--dtype")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from .backend import EngineState, VLLMBackend
+from .backend import Backend, EngineState
 from .batch_queue import BatchQueue, GroupKey, Pair
 from .errors import EngineUnavailableError, InvalidRequestError
 from .metrics import Metrics
@@ -27,7 +27,7 @@ class RerankService:
     def __init__(
         self,
         settings: Settings,
-        backend: VLLMBackend,
+        backend: Backend,
         cache: ScoreCache,
         queue: BatchQueue[Score],
         metrics: Metrics,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 FamilyName = Literal["auto", "cross-encoder", "llm-reranker", "bi-encoder"]
 
@@ -52,6 +52,20 @@ class Settings(BaseSettings):
     )
     trust_remote_code: bool = False
 
+    # Remote engines (the remote-engine backend is used when this is set).
+    engine_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Base URLs of `vllm serve` engines (comma-separated in the environment); "
+        "empty = run the engine in this process.",
+    )
+    engine_timeout_s: float = Field(default=120.0, gt=0, description="Per-batch engine timeout.")
+    engine_start_timeout_s: float = Field(
+        default=900.0, gt=0, description="How long to wait for a remote engine at start-up."
+    )
+    engine_health_interval_s: float = Field(
+        default=2.0, gt=0, description="How often each remote engine's /health is polled."
+    )
+
     # Batching queue.
     batch_max_pairs: int = Field(default=256, ge=1, description="Pairs per engine batch.")
     batch_max_wait_ms: float = Field(
@@ -68,6 +82,13 @@ class Settings(BaseSettings):
     max_pairs_per_request: int = Field(default=100_000, ge=1)
 
     log_level: str = "info"
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        return value
 
     @property
     def model_name(self) -> str:

@@ -1,5 +1,5 @@
 """The HTTP API through the real server on the real engine, serving the embedded default model
-(all-MiniLM-L6-v2, a bi-encoder)."""
+(all-MiniLM-L6-v2, a bi-encoder), once with the engine in process and once behind `vllm serve`."""
 
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ def test_duplicate_pairs_in_one_request_scored_once(http):
     assert scored == 2
 
 
-async def test_fifty_concurrent_mixed_requests_get_their_own_results(minilm_server, st_model):
+async def test_fifty_concurrent_mixed_requests_get_their_own_results(api_server, st_model):
     instructions = [None, "query: ", "question: "]
     jobs = []
     for i in range(50):
@@ -213,19 +213,19 @@ async def test_fifty_concurrent_mixed_requests_get_their_own_results(minilm_serv
         r.raise_for_status()
         return r.json()["scores"]
 
-    async with httpx.AsyncClient(base_url=minilm_server.url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=api_server.url, timeout=120) as client:
         got = await asyncio.gather(*(one(client, *job) for job in jobs))
     for (i, ins, q, docs), scores in zip(jobs, got):
         want = st_scores(st_model, [(q, d) for d in docs], ins)
         assert scores == pytest.approx(want, abs=1e-4), f"request {i}"
 
 
-def test_health_stays_fast_while_a_large_request_is_scored(http, minilm_server):
+def test_health_stays_fast_while_a_large_request_is_scored(http, api_server):
     docs = [unique(f"passage {i} on a subject of its own") for i in range(2000)]
     outcome: dict[str, object] = {}
 
     def big_request() -> None:
-        with httpx.Client(base_url=minilm_server.url, timeout=300) as c:
+        with httpx.Client(base_url=api_server.url, timeout=300) as c:
             outcome["response"] = c.post("/rerank", json={"query": QUERY, "documents": docs})
 
     worker = threading.Thread(target=big_request)

@@ -1,0 +1,115 @@
+"""The in-process engine: a vLLM ``LLM`` (pooling runner) in this process.
+
+All engine calls, tokenisation included, run on one dedicated thread, so the event loop never
+waits for the engine: /health and small requests are answered while a large batch is scored.
+vLLM runs the model itself in its engine-core child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .backend import Backend, EngineGoneError
+from .batch_queue import GroupKey, Pair
+from .model_family import LLM_RERANKER_HF_OVERRIDES, ModelFamily
+from .pair_encoding import PairEncoder
+from .score_cache import Score
+from .settings import Settings
+
+
+class InProcessBackend(Backend):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._llm: Any = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
+
+    async def _start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        if Path(self.settings.model).is_dir():
+            # A local model needs no hub; without this, offline machines wait on network timeouts.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # On the CPU build, the KV cache is sized in GiB by this variable; pooling needs little.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        s = self.settings
+        kwargs: dict[str, Any] = dict(
+            model=s.model,
+            runner="pooling",
+            dtype=s.dtype,
+            enforce_eager=s.enforce_eager,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            trust_remote_code=s.trust_remote_code,
+        )
+        if s.max_model_len is not None:
+            kwargs["max_model_len"] = s.max_model_len
+        if s.max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = s.max_num_batched_tokens
+        if self.family is ModelFamily.LLM_RERANKER:
+            kwargs["hf_overrides"] = dict(LLM_RERANKER_HF_OVERRIDES)
+        self._llm = LLM(**kwargs)
+        self.encoder = PairEncoder(self.family, self._llm.get_tokenizer())
+        self.max_length = int(self._llm.model_config.max_model_len)
+        self.batch_max_tokens = int(
+            self._llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+        )
+
+    async def aclose(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _engine_alive(self) -> bool:
+        """False once the engine core process has died (vLLM's monitor thread notices)."""
+        try:
+            dead = bool(self._llm.llm_engine.engine_core.resources.engine_dead)
+        except AttributeError:  # an in-process engine core has no such flag
+            dead = self._llm is None
+        if dead:
+            self.mark_dead("the engine core process died")
+        return not dead
+
+    async def _score(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._score_sync, key, pairs)
+        except Exception as exc:
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            if isinstance(exc, EngineDeadError) or not self._engine_alive():
+                self.mark_dead(f"the engine died while scoring ({type(exc).__name__})")
+                raise EngineGoneError(str(exc)) from exc
+            raise
+
+    def _score_sync(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
+        from vllm.inputs import TokensPrompt
+        from vllm.pooling_params import PoolingParams
+
+        assert self.encoder is not None
+        encoded = self.encoder.encode(key, pairs)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded.prompts]
+        if self.family is ModelFamily.BI_ENCODER:
+            outputs = self._llm.embed(prompts, use_tqdm=False)
+            return PairEncoder.scores_from_embeddings(
+                encoded, [o.outputs.embedding for o in outputs]
+            )
+        params = []
+        for i in range(len(prompts)):
+            p = PoolingParams(use_activation=False)  # the raw logit; the sigmoid is ours
+            if encoded.segment_starts is not None:
+                # vLLM's own score path passes token types this way (where segment B starts).
+                p.extra_kwargs = {"compressed_token_type_ids": encoded.segment_starts[i]}
+            params.append(p)
+        outputs = self._llm.classify(prompts, pooling_params=params, use_tqdm=False)
+        return PairEncoder.scores_from_logits([o.outputs.probs[0] for o in outputs])

@@ -1,0 +1,134 @@
+"""The remote-engine backend: grouped batches go to ``vllm serve`` engines over HTTP.
+
+With it, several HTTP workers (``--workers N``) or replicas share one engine per GPU, each with
+the same queue, cache and metrics in front. The pairs are tokenised here, exactly as in process,
+and sent as token ids wherever the engine's API takes them, so instruction and max_length
+handling are identical to the in-process backend:
+
+- bi-encoder: ``/v1/embeddings`` with token ids;
+- LLM reranker, and cross-encoders without token types: ``/classify`` with token ids;
+- cross-encoders with token types (BERT-style): ``/score`` with the pair's text, cut here at the
+  last token that fits, because token types cannot be sent over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .backend import Backend, EngineGoneError
+from .batch_queue import GroupKey, Pair
+from .engine_pool import EnginePool, EngineRequestError, NoEngineError
+from .model_family import ModelFamily
+from .pair_encoding import EncodedPairs, PairEncoder
+from .score_cache import Score
+from .settings import Settings
+
+logger = logging.getLogger("reranker_server")
+
+
+class RemoteEngineBackend(Backend):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._client = httpx.AsyncClient(
+            timeout=settings.engine_timeout_s,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        )
+        self.pool = EnginePool(
+            settings.engine_urls, self._client, settings.engine_health_interval_s
+        )
+        self._engine_model: str | None = None
+
+    async def _start(self) -> None:
+        if Path(self.settings.model).is_dir():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        tokenizer = await asyncio.to_thread(
+            AutoTokenizer.from_pretrained,
+            self.settings.model,
+            trust_remote_code=self.settings.trust_remote_code,
+        )
+        self.encoder = PairEncoder(self.family, tokenizer)
+        self.pool.start()
+        # Engines may still be loading their model: wait for one (the server reports "loading").
+        deadline = time.monotonic() + self.settings.engine_start_timeout_s
+        while not self.pool.any_healthy:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no engine became healthy within {self.settings.engine_start_timeout_s} s: "
+                    + ", ".join(e.url for e in self.pool.engines)
+                )
+            await asyncio.sleep(0.5)
+        models = await self.pool.call(self._models)
+        self._engine_model = models["id"]
+        self.max_length = int(models["max_model_len"])
+        if self.settings.max_model_len is not None:
+            self.max_length = min(self.max_length, self.settings.max_model_len)
+
+    @staticmethod
+    async def _models(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+        r = await client.get(f"{url}/v1/models")
+        r.raise_for_status()
+        return r.json()["data"][0]
+
+    async def aclose(self) -> None:
+        await self.pool.close()
+        await self._client.aclose()
+
+    def _engine_alive(self) -> bool:
+        return self.pool.any_healthy
+
+    def unavailable_reason(self) -> str:
+        if self.state.value == "ready" and not self.pool.any_healthy:
+            return "no engine is reachable: " + ", ".join(
+                f"{e.url} unhealthy" for e in self.pool.engines
+            )
+        return super().unavailable_reason()
+
+    async def _score(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
+        assert self.encoder is not None
+        encoded = await asyncio.to_thread(self.encoder.encode, key, pairs)
+        try:
+            if self.family is ModelFamily.BI_ENCODER:
+                vectors = await self.pool.call(lambda c, u: self._embed(c, u, encoded))
+                return PairEncoder.scores_from_embeddings(encoded, vectors)
+            if encoded.cut_pairs is not None:
+                logits = await self.pool.call(lambda c, u: self._score_text(c, u, encoded))
+            else:
+                logits = await self.pool.call(lambda c, u: self._classify(c, u, encoded))
+            return PairEncoder.scores_from_logits(logits)
+        except NoEngineError as exc:
+            raise EngineGoneError(str(exc)) from exc
+
+    async def _post(self, client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> Any:
+        r = await client.post(url, json={"model": self._engine_model, **body})
+        if 400 <= r.status_code < 500:
+            raise EngineRequestError(f"the engine refused the batch ({r.status_code}): {r.text}")
+        r.raise_for_status()
+        data = sorted(r.json()["data"], key=lambda d: d["index"])
+        return data
+
+    async def _embed(self, c: httpx.AsyncClient, url: str, enc: EncodedPairs) -> list[list[float]]:
+        data = await self._post(c, f"{url}/v1/embeddings", {"input": enc.prompts})
+        return [d["embedding"] for d in data]
+
+    async def _classify(self, c: httpx.AsyncClient, url: str, enc: EncodedPairs) -> list[float]:
+        body = {"input": enc.prompts, "use_activation": False}
+        return [d["probs"][0] for d in await self._post(c, f"{url}/classify", body)]
+
+    async def _score_text(self, c: httpx.AsyncClient, url: str, enc: EncodedPairs) -> list[float]:
+        assert enc.cut_pairs is not None
+        body = {
+            "queries": [q for q, _ in enc.cut_pairs],
+            "documents": [d for _, d in enc.cut_pairs],
+            "use_activation": False,
+        }
+        return [d["score"] for d in await self._post(c, f"{url}/score", body)]
