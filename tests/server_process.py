@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,3 +99,75 @@ class EngineProcess(ServerProcess):
             stderr=subprocess.STDOUT,
             env=env,
         )
+
+
+class RedisProcess:
+    """A throwaway redis-server on loopback (Debian's package; deploy/install-test-tools.sh)."""
+
+    def __init__(self, tmp: Path) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: run deploy/install-test-tools.sh"
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._log = open(tmp / "redis.log", "wb")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._log.close()
+
+
+def start_engines(model: Path, n: int, tmp: Path) -> list[EngineProcess]:
+    """Start n engines at once (they load in parallel) and wait for all of them."""
+    engines = [
+        EngineProcess(str(model), log_path=tmp / f"engine-{i}.log", name="model") for i in range(n)
+    ]
+    try:
+        for engine in engines:
+            engine.wait_ready()
+    except BaseException:
+        for engine in engines:
+            engine.stop()
+        raise
+    return engines
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple], float]:
+    """A server's /metrics as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out

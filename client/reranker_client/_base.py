@@ -340,7 +340,12 @@ def parse_info(data: Any) -> ServerInfo:
                 max_pairs_per_request=_as_int(limits["max_pairs_per_request"]),
                 max_length=_as_int(limits["max_length"]),
                 batch_max_pairs=_as_int(limits["batch_max_pairs"]),
-                batch_max_tokens=_as_int(limits["batch_max_tokens"]),
+                # None where the engine does not report its token budget (remote engines).
+                batch_max_tokens=(
+                    None
+                    if limits.get("batch_max_tokens") is None
+                    else _as_int(limits["batch_max_tokens"])
+                ),
                 batch_max_wait_ms=_as_float(limits["batch_max_wait_ms"]),
             ),
             raw=dict(data),

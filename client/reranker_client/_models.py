@@ -127,14 +127,14 @@ class ServerLimits:
         max_pairs_per_request: Most pairs one request may carry; the clients' default chunk size.
         max_length: Longest pair, in tokens, the model accepts.
         batch_max_pairs: Most pairs the server scores in one engine batch.
-        batch_max_tokens: Most tokens the server scores in one engine batch.
+        batch_max_tokens: Most tokens the engine scores in one step (``None`` when unknown).
         batch_max_wait_ms: How long the server waits to fill an engine batch.
     """
 
     max_pairs_per_request: int
     max_length: int
     batch_max_pairs: int
-    batch_max_tokens: int
+    batch_max_tokens: int | None
     batch_max_wait_ms: float
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from .routes import router
 from .score_cache import Score, ScoreCache
 from .service import RerankService
 from .settings import Settings
+from .shared_cache import SharedScoreCache
 
 logger = logging.getLogger("reranker_server")
 
@@ -43,11 +45,27 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         max_queued_pairs=settings.max_queued_pairs,
         on_batch=on_batch,
     )
-    service = RerankService(settings, backend, ScoreCache(settings.cache_size), queue, metrics)
+    shared = (
+        SharedScoreCache(
+            settings.redis_url,
+            ttl_s=settings.redis_ttl_s,
+            timeout_s=settings.redis_timeout_s,
+            retry_s=settings.redis_retry_s,
+            max_memory=settings.redis_max_memory,
+            on_error=metrics.redis_errors.inc,
+        )
+        if settings.redis_url
+        else None
+    )
+    service = RerankService(
+        settings, backend, ScoreCache(settings.cache_size), queue, metrics, shared
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue.start()
+        if shared is not None:
+            await shared.start()
         loading = asyncio.create_task(backend.start(), name="engine-load")
         try:
             yield
@@ -55,6 +73,9 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             await queue.close()
             loading.cancel()
             await backend.aclose()
+            if shared is not None:
+                await shared.aclose()
+            metrics.worker_exited()
 
     app = FastAPI(
         title="Reranker service",
@@ -68,6 +89,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     install_error_handlers(app)
     app.include_router(router)
 
+    worker_id = str(os.getpid())
+
     @app.middleware("http")
     async def record_request(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -77,6 +100,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         try:
             response = await call_next(request)
             status = response.status_code
+            # Which worker answered: for debugging load balancing across --workers.
+            response.headers["x-reranker-worker"] = worker_id
             return response
         finally:
             route = request.scope.get("route")

@@ -1,9 +1,23 @@
-"""Prometheus metrics. Each app gets its own registry, so several apps in one process (tests) do
-not collide; /metrics exposes that registry."""
+"""Prometheus metrics.
+
+Each app gets its own registry, so several apps in one process (tests) do not collide. With
+several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set (the CLI does it) and every worker
+writes its values there; /metrics then reports the whole server, whichever worker answers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -64,3 +78,31 @@ class Metrics:
         self.engine_up = Gauge(
             "reranker_engine_up", "1 when the engine is ready and alive, else 0.", registry=r
         )
+        self.redis_hits = Counter(
+            "reranker_redis_hits",
+            "Pairs answered by the shared (Redis) cache after a local miss.",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "reranker_redis_errors",
+            "Failed shared-cache operations (the local cache carried on alone).",
+            registry=r,
+        )
+
+    @staticmethod
+    def multiprocess() -> bool:
+        return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text for /metrics: this registry, or every worker's values in multiprocess mode."""
+        if self.multiprocess():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    @staticmethod
+    def worker_exited() -> None:
+        """Drop this worker's live gauges from the shared directory."""
+        if Metrics.multiprocess():
+            multiprocess.mark_process_dead(os.getpid())

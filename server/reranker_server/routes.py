@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__
 from .errors import error_body
@@ -108,4 +107,5 @@ async def metrics(service: ServiceDep) -> Response:
     m = service.metrics
     m.queue_depth.set(service.queue.depth)
     m.engine_up.set(1 if service.backend.alive else 0)
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = m.exposition()
+    return Response(body, media_type=content_type)

@@ -21,6 +21,7 @@ from .schemas import (
 )
 from .score_cache import Score, ScoreCache, cache_key
 from .settings import Settings
+from .shared_cache import SharedScoreCache
 
 
 class RerankService:
@@ -31,8 +32,10 @@ class RerankService:
         cache: ScoreCache,
         queue: BatchQueue[Score],
         metrics: Metrics,
+        shared: SharedScoreCache | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared
         self.backend = backend
         self.cache = cache
         self.queue = queue
@@ -86,6 +89,17 @@ class RerankService:
         keys = [cache_key(model, version, key.instruction, key.max_length, q, d) for q, d in pairs]
         scores: list[Score | None] = [self.cache.get(k) for k in keys]
         misses = [i for i, s in enumerate(scores) if s is None]
+        if misses and self.shared is not None:
+            found = await self.shared.get_many([keys[i] for i in misses])
+            still_missing = []
+            for i, score in zip(misses, found):
+                if score is None:
+                    still_missing.append(i)
+                else:
+                    scores[i] = score
+                    self.cache.put(keys[i], score)
+            self.metrics.redis_hits.inc(len(misses) - len(still_missing))
+            misses = still_missing
         hits = len(pairs) - len(misses)
         self.metrics.pairs_requested.inc(len(pairs))
         self.metrics.cache_hits.inc(hits)
@@ -98,11 +112,15 @@ class RerankService:
             # asyncio.wait, unlike gather, never cancels the futures if this caller goes away:
             # other callers may be sharing them.
             await asyncio.wait(set(futures))
+            fresh: dict[bytes, Score] = {}
             for i, fut in zip(misses, futures):
                 score = fut.result()  # raises the engine's error for this caller
                 scores[i] = score
                 self.cache.put(keys[i], score)
+                fresh[keys[i]] = score
             self.metrics.cache_entries.set(len(self.cache))
+            if self.shared is not None:
+                await self.shared.put_many(list(fresh.items()))
         return [s for s in scores if s is not None], hits
 
     async def _rerank_one(self, req: RerankRequest, key: GroupKey) -> RerankResponse:

@@ -78,6 +78,27 @@ class Settings(BaseSettings):
     # Score cache.
     cache_size: int = Field(default=1_000_000, ge=0, description="Cached pair scores; 0 = off.")
 
+    # Shared (second-level) score cache.
+    redis_url: str | None = Field(
+        default=None, description="Redis URL of a score cache shared by workers and replicas."
+    )
+    redis_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="Shared cache entry TTL.")
+    redis_max_memory: str | None = Field(
+        default=None,
+        description="If set (e.g. 1gb), applied to Redis as maxmemory with allkeys-lru at start.",
+    )
+    redis_timeout_s: float = Field(default=0.25, gt=0, description="Per-operation Redis timeout.")
+    redis_retry_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After a Redis failure, how long to use the local cache alone.",
+    )
+
+    # HTTP workers.
+    workers: int = Field(
+        default=1, ge=1, description="uvicorn worker processes; above 1 needs ENGINE_URLS."
+    )
+
     # Request limits.
     max_pairs_per_request: int = Field(default=100_000, ge=1)
 

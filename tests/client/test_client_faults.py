@@ -817,3 +817,29 @@ async def test_async_unavailable_after_retries_is_typed_and_chained() -> None:
     assert isinstance(caught.value, RerankerError)
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert client.stats.requests == 3
+
+
+def test_info_accepts_unknown_engine_token_budget() -> None:
+    """A server on remote engines does not know the engines' token budget and sends null."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "model": "m",
+                "family": "bi-encoder",
+                "version": "0",
+                "limits": {
+                    "max_pairs_per_request": 10,
+                    "max_length": 256,
+                    "batch_max_pairs": 8,
+                    "batch_max_tokens": None,
+                    "batch_max_wait_ms": 5.0,
+                },
+            },
+        )
+
+    with RerankerClient("http://fake", transport=httpx.MockTransport(handler)) as client:
+        info = client.info()
+    assert info.limits.batch_max_tokens is None
+    assert info.limits.max_pairs_per_request == 10
