@@ -91,17 +91,23 @@ class BatchQueue(Generic[T]):
             self._task = None
         self.fail_all(RuntimeError("the batch queue was shut down"))
 
+    @staticmethod
+    def _fail(fut: asyncio.Future[T], exc: BaseException) -> None:
+        if not fut.done():
+            fut.set_exception(exc)
+            # Callers still waiting read it from the future; one whose caller has gone away must
+            # not log "exception was never retrieved".
+            fut.exception()
+
     def fail_all(self, exc: BaseException) -> None:
         """Fail every queued and running pair (the engine died, or shutdown)."""
         for group in self._groups.values():
             for fut in group.pending.values():
-                if not fut.done():
-                    fut.set_exception(exc)
+                self._fail(fut, exc)
         self._groups.clear()
         self._queued = 0
         for fut in self._running.values():
-            if not fut.done():
-                fut.set_exception(exc)
+            self._fail(fut, exc)
         self._running.clear()
 
     def submit(self, key: GroupKey, pairs: Sequence[Pair]) -> list[asyncio.Future[T]]:
@@ -155,10 +161,9 @@ class BatchQueue(Generic[T]):
             if not fut.done():  # a failed or cancelled entry is not worth engine time
                 batch.append((pair, fut))
             self._queued -= 1
-        if group.pending:
-            # What is left has waited since at least now; keep its age so it stays first in line.
-            pass
-        else:
+        # A remainder keeps its group's age: it has already waited a whole batch, so it is ripe
+        # at once and stays first in line.
+        if not group.pending:
             del self._groups[key]
         return key, batch
 
@@ -197,8 +202,7 @@ class BatchQueue(Generic[T]):
             raise
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
             for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
+                self._fail(fut, exc)
         else:
             for (_, fut), result in zip(batch, results):
                 if not fut.done():
