@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -31,7 +31,7 @@ def get_service(request: Request) -> RerankService:
 
 ServiceDep = Annotated[RerankService, Depends(get_service)]
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse, "description": "Invalid request"},
     429: {"model": ErrorResponse, "description": "Too much work queued; retry later"},
     503: {"model": ErrorResponse, "description": "Engine loading or dead"},

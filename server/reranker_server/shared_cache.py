@@ -12,7 +12,7 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .score_cache import Score
 
@@ -42,7 +42,7 @@ class SharedScoreCache:
         timeout_s: float,
         retry_s: float,
         max_memory: str | None = None,
-        on_error: callable | None = None,  # type: ignore[valid-type]
+        on_error: Callable[[], object] | None = None,
     ) -> None:
         import redis.asyncio as redis
 
@@ -91,7 +91,7 @@ class SharedScoreCache:
         except Exception as exc:  # noqa: BLE001 - any failure is a miss
             self._failed("read", exc)
             return [None] * len(keys)
-        return [None if v is None else _decode(v) for v in values]
+        return [_decode(v) if isinstance(v, bytes) else None for v in values]
 
     async def put_many(self, items: Sequence[tuple[bytes, Score]]) -> None:
         if not items or not self.available:
