@@ -3,14 +3,18 @@
 # The README, CI and the Dockerfile's CPU target all call this one script, so they cannot drift.
 #
 #   bash deploy/install.sh          # the service (extras: cpu)
-#   bash deploy/install.sh --test   # the service and the test dependencies (extras: cpu,test)
+#   bash deploy/install.sh --test   # also the test dependencies (extras: cpu,test) and the system
+#                                   # tools the tests start: redis-server, prometheus, docker-compose
 #
 # Environment: VENV (virtualenv path), EXTRAS (overrides the extras), PYTHON (interpreter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="${EXTRAS:-cpu}"
-if [[ "${1:-}" == "--test" ]]; then EXTRAS="${EXTRAS},test"; fi
+if [[ "${1:-}" == "--test" ]]; then
+    EXTRAS="${EXTRAS},test"
+    bash deploy/install-test-tools.sh
+fi
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 
