@@ -703,6 +703,11 @@ class _BaseRerankerClient:
         self._random = random.random
 
     @property
+    def base_url(self) -> str:
+        """Where the service listens."""
+        return str(self._http.base_url).rstrip("/")
+
+    @property
     def reranker_batch_size(self) -> int | None:
         """Most pairs per request; ``None`` until read from the server's ``/info``."""
         return self._batch_size

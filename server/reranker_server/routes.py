@@ -80,6 +80,13 @@ async def health(service: ServiceDep) -> Response:
     return JSONResponse(HealthResponse(status="ok", model=backend.model_name).model_dump())
 
 
+@router.get("/livez", response_model=HealthResponse)
+async def livez(service: ServiceDep) -> HealthResponse:
+    """200 while this process can answer, whatever the engine's state: a liveness probe. A
+    restart cannot cure an engine outage, which /health (the readiness probe) reports."""
+    return HealthResponse(status="alive", model=service.backend.model_name)
+
+
 @router.get("/info", response_model=InfoResponse)
 async def info(service: ServiceDep) -> InfoResponse:
     """The model, its family and this server's limits (max_length is 0 until the model loads)."""

@@ -356,3 +356,8 @@ def test_metrics_count_requests_cache_and_batches(http):
     assert delta("reranker_engine_batch_duration_seconds_sum") > 0
     assert ("reranker_queue_depth_pairs", ()) in after
     assert after[("reranker_engine_up", ())] == 1
+
+
+def test_livez_answers_whatever_the_engine_state(http):
+    r = http.get("/livez")
+    assert r.status_code == 200 and r.json()["status"] == "alive"

@@ -1,0 +1,486 @@
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from functools import partial
+from typing import Any, Literal, cast
+
+import torch
+import tqdm
+from sentence_transformers import SentenceTransformer
+from torch import Tensor, nn
+
+from .._client import RerankerClient
+from ._gradcache import (
+    RandContext,
+    _backward_hook,
+    _create_minibatch,
+    _minibatch_ranges,
+    has_static_embedding_input,
+)
+from ._reranker_guide import (
+    RAW_TEXT_KEY,
+    Block,
+    Candidates,
+    GuideMasks,
+    RerankerStepStats,
+    StatsAccumulator,
+    all_candidates,
+    consult_reranker,
+    extract_texts,
+    loss_blocks,
+    without_raw_texts,
+)
+
+
+class RerankerCachedGISTEmbedLoss(nn.Module):
+    # Back-propagates from a hook on the returned loss (see `gradcache.uses_gradient_cache`).
+    uses_gradient_cache = True
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        client: RerankerClient | None = None,
+        reranker_url: str | None = None,
+        mini_batch_size: int = 32,
+        reranker_batch_size: int | None = None,
+        margin_strategy: Literal["absolute", "relative"] = "absolute",
+        margin: float = 0.0,
+        temperature: float = 0.01,
+        instruction: str | None = None,
+        max_length: int | None = None,
+        timeout: float | None = None,
+        contrast_anchors: bool = True,
+        contrast_positives: bool = True,
+        show_progress_bar: bool = False,
+    ) -> None:
+        """
+        :class:`~sentence_transformers.sentence_transformer.losses.CachedGISTEmbedLoss` with the
+        guide model replaced by a reranker service. In-batch negatives that the reranker scores at
+        least as relevant to the anchor as the anchor's own positive are treated as false negatives
+        and masked, and the Gradient Cache (https://huggingface.co/papers/2101.06983) keeps the
+        memory of very large batches (1000+) bounded by the mini-batch size.
+
+        For anchor ``i`` the threshold is the reranker's score ``t_i`` of (anchor_i, positive_i).
+        A candidate of the anchor-positive (anchor_i, positive_j), anchor-anchor (anchor_i,
+        anchor_j), positive-positive (positive_i, positive_j) or anchor-negative (anchor_i,
+        negative_j) block is masked (its logit set to ``-inf``) when its reranker score is
+
+            - "absolute": greater than ``t_i - margin``;
+            - "relative": greater than ``t_i - abs(t_i) * margin``.
+
+        The own positive is never masked. As in the original, where the guide's similarity of a
+        text to itself is 1 and so above any threshold, the anchor-anchor and positive-positive
+        entries of a text against itself are always masked; they are not sent to the reranker,
+        whose score of ``(x, x)`` need not be the highest (a cross-encoder's is not).
+
+        The reranker is asked once per step, after the first (no-gradient) embedding pass and
+        before the loss is computed, never from the backward pass: every pair of the step goes
+        through one ``client.score_pairs`` call, with each distinct text sent once and each
+        distinct (query, document) pair once. (x, y) and (y, x) are different pairs: a reranker
+        is not symmetric.
+
+        The reranker needs texts. When the batches come from
+        :class:`~reranker_client.losses.RerankerDataCollator`, the loss uses the dataset's raw
+        texts. Otherwise it decodes the student's input ids (``skip_special_tokens=True``), which
+        is lossy: uncased tokenizers lowercase and strip accents, texts are cut at the student's
+        ``max_seq_length``, unknown tokens (``[UNK]``) are dropped, and a prompt the trainer
+        prepended to a column is part of the decoded text. A text that decodes to nothing is not
+        sent and its pairs are never masked.
+
+        Args:
+            model: SentenceTransformer model to train.
+            client: A :class:`~reranker_client.RerankerClient` of the service; its ``stats`` feed
+                the per-step accounting. Give this or ``reranker_url``.
+            reranker_url: Where the service listens; the loss then creates its own client.
+            mini_batch_size: Mini-batch size for the forward passes and the loss computation; it
+                bounds the memory used. The larger, the faster, but the more memory is used.
+            reranker_batch_size: Most pairs per HTTP request (default: the server's limit). Only
+                with ``reranker_url``; set it on the client otherwise.
+            margin_strategy: Strategy used for false negative filtering. One of {"absolute",
+                "relative"}.
+            margin: The margin value for filtering negatives. Defaults to 0.0: together with the
+                "absolute" strategy, this only removes negatives that the reranker rates above
+                the anchor's positive.
+            temperature: Temperature parameter to scale the cosine similarities.
+            instruction: Task instruction sent with every pair (for instruction-following
+                rerankers; a bi-encoder service prefixes it to the query).
+            max_length: Per-pair token limit the service truncates to (default: the server's).
+            timeout: Seconds per HTTP attempt (default: the client's). Only with ``reranker_url``.
+            contrast_anchors: If True, include anchor-anchor pairs in the loss computation,
+                pushing the anchors' embeddings further apart. Defaults to True, following the
+                GISTEmbed paper.
+            contrast_positives: If True, include positive-positive pairs in the loss computation,
+                pushing the positives' embeddings further apart. Defaults to True, following the
+                GISTEmbed paper, but setting it to False may yield better results in some
+                retrieval tasks.
+            show_progress_bar: If True, progress bars for the mini-batches and the reranker call.
+
+        References:
+            - Efficient Natural Language Response Suggestion for Smart Reply, Section 4.4:
+              https://huggingface.co/papers/1705.00652
+            - Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup:
+              https://huggingface.co/papers/2101.06983
+            - GISTEmbed: Guided In-sample Selection of Training Negatives for Text Embedding
+              Fine-tuning: https://huggingface.co/papers/2402.16829
+
+        Requirements:
+            1. (anchor, positive) pairs or (anchor, positive, negative) triplets
+            2. A running reranker service (``reranker-server``) that every training process reaches
+            3. Large batch sizes, where in-batch false negatives are frequent
+
+        Inputs:
+            +-------------------------------------------------+--------+
+            | Inputs                                          | Labels |
+            +=================================================+========+
+            | (anchor, positive) pairs                        | none   |
+            +-------------------------------------------------+--------+
+            | (anchor, positive, negative) triplets           | none   |
+            +-------------------------------------------------+--------+
+            | (anchor, positive, negative_1, ..., negative_n) | none   |
+            +-------------------------------------------------+--------+
+
+        Recommendations:
+            - Pass ``data_collator=RerankerDataCollator.for_model(model, args)`` to the trainer,
+              so that the reranker judges the raw texts rather than the decoded token ids.
+            - Add :class:`~reranker_client.losses.RerankerStatsCallback` to see the reranker's
+              per-step accounting in the training logs.
+            - The plain loss asks for about ``blocks x B**2`` pairs per step (4 x 1024**2 = 4.2M
+              for a batch of 1024 triplets); above a few hundred anchors, use
+              :class:`~reranker_client.losses.OptimizedRerankerCachedGISTEmbedLoss`.
+
+        Relations:
+            - Equivalent to
+              :class:`~sentence_transformers.sentence_transformer.losses.CachedGISTEmbedLoss`
+              when the service scores pairs with the cosine similarity of the guide model's
+              embeddings (a bi-encoder service serving the guide model).
+            - :class:`~reranker_client.losses.OptimizedRerankerCachedGISTEmbedLoss` sends only the
+              candidates the student itself finds similar.
+
+        Example:
+            ::
+
+                from datasets import Dataset
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                from reranker_client.losses import (
+                    RerankerCachedGISTEmbedLoss,
+                    RerankerDataCollator,
+                    RerankerStatsCallback,
+                )
+
+                model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+                train_dataset = Dataset.from_dict({
+                    "anchor": ["It's nice weather outside today.", "He drove to work."],
+                    "positive": ["It's so sunny.", "He took the car to the office."],
+                })
+                loss = RerankerCachedGISTEmbedLoss(
+                    model,
+                    reranker_url="http://localhost:8000",
+                    mini_batch_size=64,
+                    margin_strategy="absolute",  # or "relative" (e.g. margin=0.05: 95% of t)
+                    margin=0.1,
+                )
+
+                trainer = SentenceTransformerTrainer(
+                    model=model,
+                    train_dataset=train_dataset,
+                    loss=loss,
+                    data_collator=RerankerDataCollator(model.preprocess),
+                    callbacks=[RerankerStatsCallback(loss)],
+                )
+                trainer.train()
+        """
+        super().__init__()
+        if has_static_embedding_input(model):
+            raise ValueError(
+                f"{type(self).__name__} is not compatible with a SentenceTransformer model "
+                "based on a StaticEmbedding, whose inputs cannot be split into mini-batches."
+            )
+        if (client is None) == (reranker_url is None):
+            raise ValueError(
+                "Give the reranker service as exactly one of client=RerankerClient(url) "
+                "or reranker_url=url."
+            )
+        if client is not None and (reranker_batch_size is not None or timeout is not None):
+            raise ValueError(
+                "reranker_batch_size and timeout apply to the client the loss creates from "
+                "reranker_url; pass them to RerankerClient(...) instead."
+            )
+        if margin_strategy not in ("absolute", "relative"):
+            raise ValueError(
+                f"margin_strategy must be 'absolute' or 'relative', got {margin_strategy!r}."
+            )
+        if mini_batch_size < 1:
+            raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}.")
+        self.reranker_url: str | None
+        if client is None:
+            assert reranker_url is not None
+            client_kwargs: dict[str, Any] = {"reranker_batch_size": reranker_batch_size}
+            if timeout is not None:
+                client_kwargs["timeout"] = timeout
+            client = RerankerClient(reranker_url, **client_kwargs)
+            self.reranker_url = reranker_url
+        else:
+            self.reranker_url = client.base_url
+        self.model = model
+        self.client = client
+        # Kept here because the trainer may swap `model` for a wrapped (DDP, compiled) model.
+        self.tokenizer = getattr(model, "tokenizer", None)
+        self.temperature = temperature
+        self.similarity_fct = nn.CosineSimilarity(dim=-1)
+        self.mini_batch_size = mini_batch_size
+        self.reranker_batch_size = reranker_batch_size
+        self.show_progress_bar = show_progress_bar
+        self.margin_strategy = margin_strategy
+        self.margin = margin
+        self.instruction = instruction
+        self.max_length = max_length
+        self.contrast_anchors = contrast_anchors
+        self.contrast_positives = contrast_positives
+        self.cross_entropy_loss = nn.CrossEntropyLoss()
+        #: The reranker accounting of the latest step (``None`` before the first).
+        self.last_step_stats: RerankerStepStats | None = None
+        #: The masks the reranker decided in the latest step (``None`` before the first).
+        self.last_guide_masks: GuideMasks | None = None
+        self._log_stats = StatsAccumulator()
+
+    def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
+        return self.similarity_fct(embed1.unsqueeze(1), embed2.unsqueeze(0))
+
+    def embed_minibatch(
+        self,
+        sentence_feature: dict[str, Tensor],
+        begin: int,
+        end: int,
+        with_grad: bool,
+        copy_random_state: bool,
+        random_state: RandContext | None = None,
+    ) -> tuple[Tensor, RandContext | None]:
+        """Do forward pass on a minibatch of the input features and return its embeddings."""
+        grad_context = nullcontext if with_grad else torch.no_grad
+        random_state_context = nullcontext() if random_state is None else random_state
+        sentence_feature_minibatch = _create_minibatch(sentence_feature, begin, end)
+        with random_state_context:
+            with grad_context():
+                random_state = (
+                    RandContext(*sentence_feature_minibatch.values()) if copy_random_state else None
+                )
+                reps = self.model(sentence_feature_minibatch)["sentence_embedding"]  # (mbsz, hdim)
+        return reps, random_state
+
+    def embed_minibatch_iter(
+        self,
+        sentence_feature: dict[str, Tensor],
+        with_grad: bool,
+        copy_random_state: bool,
+        random_states: list[RandContext] | None = None,
+        ranges: list[tuple[int, int]] | None = None,
+    ) -> Iterator[tuple[Tensor, RandContext | None]]:
+        """Do forward pass on all the minibatches of the input features and yield embeddings."""
+        if ranges is None:
+            ranges = _minibatch_ranges(sentence_feature, self.mini_batch_size)
+        for i, (begin, end) in enumerate(
+            tqdm.tqdm(
+                ranges,
+                desc="Embed mini-batches",
+                disable=not self.show_progress_bar,
+            )
+        ):
+            yield self.embed_minibatch(
+                sentence_feature=sentence_feature,
+                begin=begin,
+                end=end,
+                with_grad=with_grad,
+                copy_random_state=copy_random_state,
+                random_state=None if random_states is None else random_states[i],
+            )
+
+    def select_candidates(self, columns: list[Tensor], blocks: list[Block]) -> Candidates:
+        """Which logits to ask the reranker about: all of them (see the optimized subclass)."""
+        return all_candidates(blocks, columns[0].shape[0])
+
+    def consult_reranker(self, texts: list[list[str]], reps: list[list[Tensor]]) -> GuideMasks:
+        """Ask the reranker about this step's candidates (one call) and return the masks."""
+        columns = [torch.cat(r).detach() for r in reps]
+        blocks = loss_blocks(
+            len(columns),
+            contrast_anchors=self.contrast_anchors,
+            contrast_positives=self.contrast_positives,
+        )
+        candidates = self.select_candidates(columns, blocks)
+        with tqdm.tqdm(
+            total=columns[0].shape[0] + len(candidates),
+            desc="Reranker pairs",
+            unit="pair",
+            disable=not self.show_progress_bar,
+        ) as bar:
+            masks, stats = consult_reranker(
+                self.client,
+                texts,
+                blocks,
+                candidates,
+                margin_strategy=self.margin_strategy,
+                margin=self.margin,
+                instruction=self.instruction,
+                max_length=self.max_length,
+                device=columns[0].device,
+            )
+            bar.update(stats.considered_pairs)
+            bar.set_postfix(sent=stats.sent_pairs, cache_hits=stats.cache_hits, masked=stats.masked)
+        self.last_step_stats = stats
+        self.last_guide_masks = masks
+        if torch.is_grad_enabled():  # training steps only: evaluation has its own logs
+            self._log_stats.add(stats)
+        return masks
+
+    def pop_log_stats(self) -> dict[str, float]:
+        """Per-step means of the training steps' reranker accounting since the last call."""
+        return self._log_stats.pop()
+
+    def calculate_loss_and_cache_gradients(
+        self, reps: list[list[Tensor]], guide: GuideMasks
+    ) -> tuple[Tensor, list[list[Tensor]]]:
+        """Calculate the cross-entropy loss and return it with the gradients wrt. the embeddings."""
+        loss = self.calculate_loss(reps, guide, with_backward=True)
+        loss = loss.detach().requires_grad_()
+        # Every column feeds a block, so every embedding has a gradient.
+        cache = [[cast(Tensor, r.grad) for r in rs] for rs in reps]
+        return loss, cache
+
+    def calculate_loss(
+        self, reps: list[list[Tensor]], guide: GuideMasks, *, with_backward: bool = False
+    ) -> Tensor:
+        """Calculate the cross-entropy loss, with the reranker's false negatives masked."""
+        # anchors, positives, negatives...: (batch_size, dim) each
+        columns = [torch.cat(r) for r in reps]
+        batch_size = columns[0].size(0)
+        # anchor[i] should be most similar to positive[i], so the label for anchor[i] is i.
+        range_labels = torch.arange(batch_size, device=columns[0].device)
+
+        losses: list[Tensor] = []
+        for begin in tqdm.trange(
+            0,
+            batch_size,
+            self.mini_batch_size,
+            desc="Calculating loss",
+            disable=not self.show_progress_bar,
+        ):
+            end = begin + self.mini_batch_size
+            scores = []
+            # Blocks in the original's order: ap, aa (contrast_anchors), pp (contrast_positives),
+            # then one anchor-negative block per negative column.
+            for index, block in enumerate(guide.blocks):
+                sim = self.sim_matrix(
+                    columns[block.query_column][begin:end], columns[block.document_column]
+                )
+                scores.append(guide.apply(index, sim, begin))
+            scores_mbatch = torch.cat(scores, dim=1) / self.temperature  # (mbsz, num_scores)
+            loss_mbatch: Tensor = (
+                self.cross_entropy_loss(scores_mbatch, range_labels[begin:end])
+                * len(scores_mbatch)
+                / batch_size
+            )
+            if with_backward:
+                loss_mbatch.backward()
+                loss_mbatch = loss_mbatch.detach()
+            losses.append(loss_mbatch)
+
+        return sum(losses)  # type: ignore[return-value]
+
+    def forward(
+        self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
+    ) -> Tensor:
+        sentence_features = list(sentence_features)
+        if len(sentence_features) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs (anchor, positive[, negative...]) columns, "
+                f"got {len(sentence_features)}."
+            )
+        texts = [self._texts(feature) for feature in sentence_features]
+        sentence_features = [without_raw_texts(feature) for feature in sentence_features]
+        grad_enabled = torch.is_grad_enabled()
+
+        # Compute the mini-batch boundaries before any forward pass: modules may modify the features
+        # in place while embedding, and step (3) must replay exactly the boundaries step (1) used.
+        ranges: list[Any] = [
+            _minibatch_ranges(feature, self.mini_batch_size) for feature in sentence_features
+        ]
+
+        # Step (1): A quick embedding step without gradients/computation graphs to get all the
+        # embeddings, copying the random states to reproduce them exactly in step (3).
+        reps: list[list[Tensor]] = []
+        random_states: list[list[Any]] = []
+        for sentence_feature, column_ranges in zip(sentence_features, ranges):
+            reps_mbs = []
+            random_state_mbs = []
+            for reps_mb, random_state in self.embed_minibatch_iter(
+                sentence_feature=sentence_feature,
+                with_grad=False,
+                copy_random_state=grad_enabled,
+                ranges=column_ranges,
+            ):
+                reps_mbs.append(reps_mb.detach().requires_grad_())
+                random_state_mbs.append(random_state)
+            reps.append(reps_mbs)
+            random_states.append(random_state_mbs)
+
+        # The guide's turn: one reranker call for the whole step, before the loss loop.
+        guide = self.consult_reranker(texts, reps)
+
+        if not grad_enabled:
+            # In evaluation there are no gradients to cache and no backward pass to hook into.
+            return self.calculate_loss(reps, guide)
+
+        # Step (2): Calculate the loss, backward up to the embeddings and cache the gradients
+        # wrt. the embeddings.
+        loss, cache = self.calculate_loss_and_cache_gradients(reps, guide)
+
+        # Step (3): a 2nd embedding step with gradients, connecting the cached gradients into
+        # the backward chain. The hook gets this pass's cache, so another forward cannot clobber it.
+        loss.register_hook(
+            partial(
+                _backward_hook,
+                sentence_features=sentence_features,
+                loss_obj=self,
+                cache=cache,
+                random_states=random_states,
+                ranges=ranges,
+            )
+        )
+        return loss
+
+    def _texts(self, feature: dict[str, Any]) -> list[str]:
+        if self.tokenizer is None and RAW_TEXT_KEY not in feature:
+            raise ValueError(
+                "The model has no tokenizer to decode the inputs with; give the loss the raw texts "
+                "with data_collator=RerankerDataCollator(model.preprocess)."
+            )
+        return extract_texts(feature, self.tokenizer)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "reranker_url": self.reranker_url,
+            "mini_batch_size": self.mini_batch_size,
+            "reranker_batch_size": self.reranker_batch_size,
+            "margin_strategy": self.margin_strategy,
+            "margin": self.margin,
+            "temperature": self.temperature,
+            "instruction": self.instruction,
+            "max_length": self.max_length,
+            "contrast_anchors": self.contrast_anchors,
+            "contrast_positives": self.contrast_positives,
+        }
+
+    @property
+    def citation(self) -> str:
+        return """
+@misc{solatorio2024gistembed,
+    title={GISTEmbed: Guided In-sample Selection of Training Negatives for Text Embedding
+           Fine-tuning},
+    author={Aivin V. Solatorio},
+    year={2024},
+    eprint={2402.16829},
+    archivePrefix={arXiv},
+    primaryClass={cs.LG}
+}
+"""

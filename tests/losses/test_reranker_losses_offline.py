@@ -1,0 +1,213 @@
+"""The reranker losses end to end against a fake service (no engine): calls, texts, logs, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from loss_helpers import (
+    ANCHORS,
+    COLUMNS,
+    NEGATIVES,
+    POSITIVES,
+    FakeService,
+    features,
+    guide_embedder,
+    relative_error,
+    run_step,
+    twin_students,
+)
+from reranker_client import RerankerClient
+from reranker_client.losses import (
+    OptimizedRerankerCachedGISTEmbedLoss,
+    RerankerCachedGISTEmbedLoss,
+    RerankerDataCollator,
+    RerankerStatsCallback,
+)
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+
+@pytest.fixture(scope="module")
+def student(minilm_dir) -> SentenceTransformer:
+    return SentenceTransformer(str(minilm_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def guide(minilm_dir) -> SentenceTransformer:
+    model = SentenceTransformer(str(minilm_dir), device="cpu")
+    model.eval()  # the guide's dropout would otherwise draw from the students' random stream
+    return model
+
+
+@pytest.fixture
+def service(guide) -> FakeService:
+    return FakeService(guide_embedder(guide))
+
+
+def test_import_of_the_thin_client_stays_light() -> None:
+    code = (
+        "import sys, reranker_client; "
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'reranker_client.losses') "
+        "if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_same_loss_and_gradients_as_cached_gist_with_a_cosine_guide(
+    student, guide, service
+) -> None:
+    original_student, student_copy = twin_students(student)
+    original = CachedGISTEmbedLoss(
+        original_student, guide, mini_batch_size=5, margin_strategy="absolute", margin=0.05
+    )
+    mine = RerankerCachedGISTEmbedLoss(
+        student_copy, client=service.client(), mini_batch_size=5, margin=0.05
+    )
+    expected_loss, expected_grads = run_step(original, original_student, COLUMNS, seed=3)
+    loss, grads = run_step(mine, student_copy, COLUMNS, seed=3)
+    assert mine.last_step_stats is not None and mine.last_step_stats.masked > 0
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    assert relative_error(expected_grads, grads) < 1e-4
+
+
+def test_one_reranker_call_per_step_none_from_backward_with_distinct_texts_and_pairs(
+    student, service
+) -> None:
+    _, model = twin_students(student)
+    loss = RerankerCachedGISTEmbedLoss(model, client=service.client(), mini_batch_size=4)
+    value = loss(features(model, COLUMNS), None)
+    assert len(service.bodies) == 1
+    value.backward()
+    assert len(service.bodies) == 1, "the backward pass must not call the reranker"
+
+    body = service.bodies[0]
+    assert len(body["queries"]) == len(set(body["queries"]))
+    assert len(body["documents"]) == len(set(body["documents"]))
+    pairs = [(body["queries"][q], body["documents"][d]) for q, d in body["pairs"]]
+    assert len(pairs) == len(set(pairs))
+    # The decoded texts (MiniLM is uncased) of every logit except the self pairs of aa and pp.
+    decoded = [
+        model.tokenizer.batch_decode(model.preprocess(c)["input_ids"], skip_special_tokens=True)
+        for c in COLUMNS
+    ]
+    a, p, n = decoded
+    expected = {(a[i], p[j]) for i in range(16) for j in range(16)}
+    expected |= {(a[i], a[j]) for i in range(16) for j in range(16) if i != j}
+    expected |= {(p[i], p[j]) for i in range(16) for j in range(16) if i != j}
+    expected |= {(a[i], n[j]) for i in range(16) for j in range(16)}
+    assert set(pairs) == expected
+    stats = loss.last_step_stats
+    assert stats.sent_pairs == len(expected) and stats.naive_pairs == 4 * 16 * 16
+    assert stats.considered_pairs == 4 * 16 * 16 - 2 * 16  # only the self pairs are never asked
+    assert stats.requests == 2  # GET /info once, then one scoring request
+
+
+def test_raw_texts_from_the_collator_reach_the_reranker(student, service) -> None:
+    _, model = twin_students(student)
+    collator = RerankerDataCollator(model.preprocess)
+    rows = [
+        {"anchor": a, "positive": p, "negative": n}
+        for a, p, n in zip(ANCHORS, POSITIVES, NEGATIVES)
+    ]
+    batch = collator(rows)
+    assert batch["anchor_reranker_text"] == ANCHORS
+    column_features = [
+        {k[len(c) + 1 :]: v for k, v in batch.items() if k.startswith(c + "_")}
+        for c in ("anchor", "positive", "negative")
+    ]
+    loss = RerankerCachedGISTEmbedLoss(
+        model, client=service.client(), contrast_anchors=False, contrast_positives=False
+    )
+    loss(column_features, None).backward()
+    sent = set(service.bodies[0]["queries"]) | set(service.bodies[0]["documents"])
+    assert sent == set(ANCHORS) | set(POSITIVES) | set(NEGATIVES)  # original case and accents
+
+
+def test_collator_keeps_the_trainer_prompts_out_of_the_raw_texts(student) -> None:
+    args = SentenceTransformerTrainingArguments(
+        output_dir="unused", report_to=[], prompts={"anchor": "query: "}
+    )
+    collator = RerankerDataCollator.for_model(student, args)
+    batch = collator([{"anchor": "Café au lait?", "positive": "Coffee with milk.", "label": 1}])
+    assert batch["anchor_reranker_text"] == ["Café au lait?"]
+    assert batch["positive_reranker_text"] == ["Coffee with milk."]
+    assert "label_reranker_text" not in batch and batch["label"].tolist() == [1]
+    decoded = student.tokenizer.decode(batch["anchor_input_ids"][0], skip_special_tokens=True)
+    assert decoded == "query : cafe au lait?"  # what decoding would have sent instead
+
+
+def test_evaluation_uses_the_reranker_without_caching_gradients(student, service) -> None:
+    _, model = twin_students(student)
+    model.eval()
+    loss = RerankerCachedGISTEmbedLoss(model, client=service.client(), mini_batch_size=8)
+    train_value = loss(features(model, COLUMNS), None)
+    train_value.backward()
+    with torch.no_grad():
+        eval_value = loss(features(model, COLUMNS), None)
+    assert not eval_value.requires_grad
+    assert eval_value.item() == pytest.approx(train_value.item(), rel=1e-5)
+    assert len(service.bodies) == 2
+    assert service.bodies[1]["pairs"] == service.bodies[0]["pairs"]
+
+
+def test_optimized_loss_sends_fewer_pairs_and_reports_them_in_the_logs(
+    student, service, capsys
+) -> None:
+    _, model = twin_students(student)
+    model.eval()  # no dropout: every step embeds, and so pre-filters, the same way
+    loss = OptimizedRerankerCachedGISTEmbedLoss(
+        model,
+        client=service.client(),
+        preset="aggressive",
+        max_candidates=6,
+        show_progress_bar=True,
+    )
+    callback = RerankerStatsCallback(loss)
+    for _ in range(2):
+        loss(features(model, COLUMNS), None).backward()
+    stats = loss.last_step_stats
+    with torch.no_grad():
+        loss(features(model, COLUMNS), None)  # evaluation: not in the training logs
+    assert "Reranker pairs" in capsys.readouterr().err
+    assert 0 < stats.sent_pairs <= 16 * (6 + 1)
+    assert stats.cache_hits == stats.sent_pairs  # later steps asked the same pairs again
+    assert stats.reduction > 0.8
+
+    state = TrainerState()
+    state.log_history.append({"loss": 1.0, "step": 2})
+    logs = {"loss": 1.0}
+    callback.on_log(
+        TrainingArguments(output_dir="unused", report_to=[]), state, TrainerControl(), logs=logs
+    )
+    assert logs["reranker_sent_pairs"] == stats.sent_pairs
+    assert logs["reranker_naive_pairs"] == 4 * 16 * 16
+    assert logs["reranker_cache_hits"] == stats.sent_pairs / 2  # mean over the two steps
+    assert state.log_history[-1]["reranker_reduction"] == pytest.approx(
+        1 - 2 * stats.sent_pairs / (2 * 4 * 16 * 16)
+    )
+    assert loss.get_config_dict()["max_candidates"] == 6
+    assert loss.get_config_dict()["hybrid_threshold"] == 0.6
+
+
+def test_constructor_errors_say_how_to_fix_the_call(student) -> None:
+    client = RerankerClient("http://fake.test")
+    with pytest.raises(ValueError, match="exactly one of"):
+        RerankerCachedGISTEmbedLoss(student)
+    with pytest.raises(ValueError, match="exactly one of"):
+        RerankerCachedGISTEmbedLoss(student, client=client, reranker_url="http://fake.test")
+    with pytest.raises(ValueError, match=r"pass them to RerankerClient"):
+        RerankerCachedGISTEmbedLoss(student, client=client, timeout=5)
+    with pytest.raises(ValueError, match="margin_strategy"):
+        RerankerCachedGISTEmbedLoss(student, client=client, margin_strategy="percent")
+    with pytest.raises(ValueError, match="preset"):
+        OptimizedRerankerCachedGISTEmbedLoss(student, client=client, preset="fast")
+    with pytest.raises(ValueError, match="min_top_k"):
+        OptimizedRerankerCachedGISTEmbedLoss(student, client=client, max_candidates=3)
+    loss = RerankerCachedGISTEmbedLoss(student, reranker_url="http://fake.test:9", timeout=3)
+    assert loss.get_config_dict()["reranker_url"] == "http://fake.test:9"
+    assert "GISTEmbed" in loss.citation
