@@ -52,7 +52,32 @@ class ServerProcess:
         self._log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
+    def descendants(self) -> list:
+        import psutil
+
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill_tree(self) -> None:
+        """SIGKILL the process and everything it started (vLLM's engine core and its workers
+        outlive a killed parent and would keep a core busy for the rest of the session)."""
+        import psutil
+
+        family = self.descendants()
+        self.proc.kill()
+        self.proc.wait()
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+
     def stop(self) -> None:
+        import psutil
+
+        family = self.descendants()  # taken first: once the parent is gone they are orphans
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -60,7 +85,14 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        _, alive = psutil.wait_procs(family, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if not self._log.closed:
+            self._log.close()
 
 
 class EngineProcess(ServerProcess):

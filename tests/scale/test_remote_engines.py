@@ -65,7 +65,7 @@ def test_two_engines_share_the_load_and_losing_one_loses_no_request(tmp_path, cr
         for t in threads:
             t.start()
         time.sleep(2)
-        engines[0].proc.kill()
+        engines[0].kill_tree()
         time.sleep(4)
         stop.set()
         for t in threads:
@@ -83,7 +83,7 @@ def test_two_engines_share_the_load_and_losing_one_loses_no_request(tmp_path, cr
             )
 
         # With no engine left the server says so, quickly, instead of hanging.
-        engines[1].proc.kill()
+        engines[1].kill_tree()
         deadline = time.monotonic() + 15
         while httpx.get(f"{server.url}/health").status_code != 503:
             assert time.monotonic() < deadline, "health did not notice the engines were gone"
