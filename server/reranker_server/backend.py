@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from enum import Enum
 
 from .batch_queue import GroupKey, Pair
+from .embedding_cache import EmbeddingCache
 from .errors import EngineUnavailableError, InvalidRequestError
 from .model_family import PROMPT_VERSION, QWEN3_DEFAULT_INSTRUCTION, ModelFamily, detect_family
 from .pair_encoding import PairEncoder
@@ -54,6 +55,7 @@ class Backend(ABC):
         self.max_length = 0  # the model's limit, known once loaded
         self.batch_max_tokens: int | None = None
         self.encoder: PairEncoder | None = None
+        self.embeddings = EmbeddingCache(settings.embedding_cache_size)
 
     # ---- life cycle -------------------------------------------------------------------------
 

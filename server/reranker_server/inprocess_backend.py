@@ -98,12 +98,20 @@ class InProcessBackend(Backend):
 
         assert self.encoder is not None
         encoded = self.encoder.encode(key, pairs)
-        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded.prompts]
         if self.family is ModelFamily.BI_ENCODER:
-            outputs = self._llm.embed(prompts, use_tqdm=False)
-            return PairEncoder.scores_from_embeddings(
-                encoded, [o.outputs.embedding for o in outputs]
-            )
+            vectors, missing = self.embeddings.lookup(key.max_length, encoded.texts)
+            fresh: list[Any] = []
+            if missing:
+                ids = self.encoder.tokenize_texts(
+                    key.max_length, [encoded.texts[i] for i in missing]
+                )
+                outputs = self._llm.embed(
+                    [TokensPrompt(prompt_token_ids=x) for x in ids], use_tqdm=False
+                )
+                fresh = [o.outputs.embedding for o in outputs]
+            filled = self.embeddings.fill(key.max_length, encoded.texts, vectors, missing, fresh)
+            return PairEncoder.scores_from_embeddings(encoded, filled)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded.prompts]
         params = []
         for i in range(len(prompts)):
             p = PoolingParams(use_activation=False)  # the raw logit; the sigmoid is ours

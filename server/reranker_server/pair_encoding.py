@@ -37,11 +37,13 @@ class EncodedPairs:
     Cross-encoder and LLM reranker: one token sequence per pair (``prompts``). A cross-encoder
     whose tokenizer has token types also gets ``segment_starts`` (where the document segment
     begins) and ``cut_pairs`` (the pair cut to fit, as text, for engines that take text only).
-    Bi-encoder: each distinct text once (``prompts``), and per pair the index of its query
-    (``query_rows``) and document (``document_rows``).
+    Bi-encoder: each distinct text once (``texts``; tokenise with ``tokenize_texts``, only those
+    not cached), and per pair the index of its query (``query_rows``) and document
+    (``document_rows``).
     """
 
     prompts: list[list[int]]
+    texts: list[str] = field(default_factory=list)
     segment_starts: list[int] | None = None
     cut_pairs: list[Pair] | None = None
     query_rows: list[int] = field(default_factory=list)
@@ -106,9 +108,16 @@ class PairEncoder:
         for q, d in pairs:
             out.query_rows.append(rows.setdefault(bi_encoder_query(key.instruction, q), len(rows)))
             out.document_rows.append(rows.setdefault(d, len(rows)))
-        enc = self.tokenizer(list(rows), truncation=True, max_length=key.max_length)
-        out.prompts = list(enc["input_ids"])
+        out.texts = list(rows)
         return out
+
+    def tokenize_texts(self, max_length: int, texts: Sequence[str]) -> list[list[int]]:
+        """Bi-encoder input: each text on its own, cut to max_length tokens."""
+        if not texts:
+            return []
+        return list(
+            self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        )
 
     # ---- read-out ---------------------------------------------------------------------------
 
@@ -118,9 +127,7 @@ class PairEncoder:
         return [Score(relevance=sigmoid(x), raw=float(x)) for x in logits]
 
     @staticmethod
-    def scores_from_embeddings(
-        encoded: EncodedPairs, embeddings: Sequence[Sequence[float]]
-    ) -> list[Score]:
+    def scores_from_embeddings(encoded: EncodedPairs, embeddings: Sequence[Any]) -> list[Score]:
         import numpy as np
 
         vectors = np.asarray(embeddings, dtype=np.float64)

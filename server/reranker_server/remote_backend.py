@@ -98,8 +98,17 @@ class RemoteEngineBackend(Backend):
         encoded = await asyncio.to_thread(self.encoder.encode, key, pairs)
         try:
             if self.family is ModelFamily.BI_ENCODER:
-                vectors = await self.pool.call(lambda c, u: self._embed(c, u, encoded))
-                return PairEncoder.scores_from_embeddings(encoded, vectors)
+                cached, missing = self.embeddings.lookup(key.max_length, encoded.texts)
+                fresh: list[list[float]] = []
+                if missing:
+                    ids = await asyncio.to_thread(
+                        self.encoder.tokenize_texts,
+                        key.max_length,
+                        [encoded.texts[i] for i in missing],
+                    )
+                    fresh = await self.pool.call(lambda c, u: self._embed(c, u, ids))
+                filled = self.embeddings.fill(key.max_length, encoded.texts, cached, missing, fresh)
+                return PairEncoder.scores_from_embeddings(encoded, filled)
             if encoded.cut_pairs is not None:
                 logits = await self.pool.call(lambda c, u: self._score_text(c, u, encoded))
             else:
@@ -116,8 +125,10 @@ class RemoteEngineBackend(Backend):
         data = sorted(r.json()["data"], key=lambda d: d["index"])
         return data
 
-    async def _embed(self, c: httpx.AsyncClient, url: str, enc: EncodedPairs) -> list[list[float]]:
-        data = await self._post(c, f"{url}/v1/embeddings", {"input": enc.prompts})
+    async def _embed(
+        self, c: httpx.AsyncClient, url: str, ids: list[list[int]]
+    ) -> list[list[float]]:
+        data = await self._post(c, f"{url}/v1/embeddings", {"input": ids})
         return [d["embedding"] for d in data]
 
     async def _classify(self, c: httpx.AsyncClient, url: str, enc: EncodedPairs) -> list[float]:

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # Score cache.
     cache_size: int = Field(default=1_000_000, ge=0, description="Cached pair scores; 0 = off.")
 
+    embedding_cache_size: int = Field(
+        default=100_000,
+        ge=0,
+        description="Bi-encoders: text embeddings kept, so a text is embedded once; 0 = off.",
+    )
+
     # Shared (second-level) score cache.
     redis_url: str | None = Field(
         default=None, description="Redis URL of a score cache shared by workers and replicas."
