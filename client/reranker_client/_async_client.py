@@ -10,33 +10,32 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ._base import (
+from ._base import _BaseRerankerClient, _CallState
+from ._config import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    NEEDS_FALLBACK,
     PATH_HEALTH,
     PATH_INFO,
-    _BaseRerankerClient,
+    auth_headers,
+)
+from ._error_mapping import error_from_response, error_from_transport
+from ._exceptions import RerankerError
+from ._models import RerankRequest, RerankRequestLike, RerankResponse, ServerInfo
+from ._parsing import decode_json, parse_health, parse_info
+from ._planning import (
+    NEEDS_FALLBACK,
     _Call,
-    _CallState,
     _Plan,
     coerce_requests,
-    decode_json,
-    error_from_response,
-    error_from_transport,
     normalize_pairs,
-    parse_health,
-    parse_info,
     plan_rerank,
     plan_rerank_batch,
     plan_score_pairs,
 )
-from ._exceptions import RerankerError
-from ._models import RerankRequest, RerankRequestLike, RerankResponse, ServerInfo
 from ._types import AsyncSleepFunction, HeaderTypes, JSONObject, PairTypes, TimeoutTypes
 
 __all__ = ["AsyncRerankerClient"]
@@ -69,6 +68,7 @@ class AsyncRerankerClient(_BaseRerankerClient):
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         headers: HeaderTypes | None = None,
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -83,7 +83,7 @@ class AsyncRerankerClient(_BaseRerankerClient):
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
-            headers=headers,
+            headers=auth_headers(headers, api_key),
             transport=transport,
             limits=httpx.Limits(
                 max_connections=max(max_concurrency, 100),

@@ -12,33 +12,32 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ._base import (
+from ._base import _BaseRerankerClient, _CallState
+from ._config import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    NEEDS_FALLBACK,
     PATH_HEALTH,
     PATH_INFO,
-    _BaseRerankerClient,
+    auth_headers,
+)
+from ._error_mapping import error_from_response, error_from_transport
+from ._exceptions import RerankerError
+from ._models import RerankRequest, RerankRequestLike, RerankResponse, ServerInfo
+from ._parsing import decode_json, parse_health, parse_info
+from ._planning import (
+    NEEDS_FALLBACK,
     _Call,
-    _CallState,
     _Plan,
     coerce_requests,
-    decode_json,
-    error_from_response,
-    error_from_transport,
     normalize_pairs,
-    parse_health,
-    parse_info,
     plan_rerank,
     plan_rerank_batch,
     plan_score_pairs,
 )
-from ._exceptions import RerankerError
-from ._models import RerankRequest, RerankRequestLike, RerankResponse, ServerInfo
 from ._types import HeaderTypes, JSONObject, PairTypes, SleepFunction, TimeoutTypes
 
 __all__ = ["RerankerClient"]
@@ -62,15 +61,19 @@ class RerankerClient(_BaseRerankerClient):
     Args:
         base_url: Where the service listens.
         timeout: Seconds per HTTP attempt (``None``: only the deadline limits an attempt).
-        reranker_batch_size: Most pairs per request; by default the server's
-            ``limits.max_pairs_per_request``, read from ``/info`` on first need.
+        reranker_batch_size: Most pairs per request; by default ``DEFAULT_BATCH_PAIRS`` (4096)
+            or the server's ``limits.max_pairs_per_request`` (read from ``/info`` on first
+            need) if that is lower.
         max_concurrency: Most requests in flight at once.
         max_retries: Most retries of one request after transient failures.
         deadline: Overall seconds one call may take, retries included; ``None`` means
             ``DEFAULT_DEADLINE`` (300 s), ``math.inf`` means no limit.
         backoff_base: Ceiling of the first backoff, in seconds; it doubles on every retry.
         backoff_max: Largest backoff ceiling, in seconds (``Retry-After`` may ask for more).
-        headers: Extra headers sent with every request (e.g. authorisation).
+        headers: Extra headers sent with every request.
+        api_key: The service's API key, sent as ``Authorization: Bearer <key>``; by default
+            ``RERANKER_API_KEY`` from the environment (no header when neither is set). A 401
+            answer raises :class:`RerankerAuthenticationError`.
         transport: The ``httpx`` transport to use, e.g. :class:`httpx.MockTransport` in tests.
 
     Example::
@@ -92,6 +95,7 @@ class RerankerClient(_BaseRerankerClient):
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         headers: HeaderTypes | None = None,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -106,7 +110,7 @@ class RerankerClient(_BaseRerankerClient):
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
-            headers=headers,
+            headers=auth_headers(headers, api_key),
             transport=transport,
             # Keep a connection per worker alive between calls, however many workers there are.
             limits=httpx.Limits(

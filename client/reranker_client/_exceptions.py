@@ -5,7 +5,8 @@ the error of the last attempt) is chained as ``__cause__``. The hierarchy::
 
     RerankerError                       base class; never raised for a 2xx answer
     ├── RerankerBadRequestError         4xx other than 429 (422 invalid request, 404, ...);
-    │                                   never retried
+    │   │                               never retried
+    │   └── RerankerAuthenticationError 401: no valid API key (``api_key=`` or RERANKER_API_KEY)
     ├── RerankerServerError             5xx that is not a transient condition (500, 501, ...);
     │                                   never retried
     ├── RerankerUnavailableError        502/503/504 or no connection (refused, reset, ...),
@@ -25,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "RerankerAuthenticationError",
     "RerankerBadRequestError",
     "RerankerError",
     "RerankerOverloadedError",
@@ -87,3 +89,10 @@ class RerankerTimeoutError(RerankerError):
 
 class RerankerResponseError(RerankerError):
     """The server answered 2xx with a body that does not match the wire format."""
+
+
+class RerankerAuthenticationError(RerankerBadRequestError):
+    """The server refused the request for want of a valid API key (401).
+
+    Pass the key as ``api_key=`` to the client (or the loss), or set ``RERANKER_API_KEY``.
+    """

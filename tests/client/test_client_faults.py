@@ -32,7 +32,7 @@ from reranker_client import (
     RerankRequest,
     RerankRequestLike,
 )
-from reranker_client._base import parse_retry_after
+from reranker_client._retry import parse_retry_after
 
 BASE_URL = "http://reranker.test"
 

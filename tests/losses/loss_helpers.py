@@ -123,6 +123,8 @@ class FakeService:
     def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/info":
             return httpx.Response(200, json=_info(self.max_pairs))
+        if request.url.path == "/health":
+            return httpx.Response(200, json={"status": "ok"})
         assert request.url.path == "/rerank_batch_simple", request.url.path
         body = json.loads(request.content)
         self.bodies.append(body)

@@ -71,19 +71,25 @@ def test_plan_sends_each_distinct_pair_once_and_keeps_both_directions() -> None:
     pairs = [tuple(p) for p in plan.pairs.tolist()]
     assert len(pairs) == len(set(pairs))
     expected = {(texts[0][i], texts[1][i]) for i in range(6)}
+    identical = set()
     for b, r, c in _candidate_set(candidates):
-        expected.add((texts[blocks[b].query_column][r], texts[blocks[b].document_column][c]))
+        pair = (texts[blocks[b].query_column][r], texts[blocks[b].document_column][c])
+        # A text against an equal text is masked by identity, never sent.
+        (identical if pair[0] == pair[1] else expected).add(pair)
+    assert identical, "the duplicates should make some candidates identical"
     assert {(plan.texts[q], plan.texts[d]) for q, d in pairs} == expected
     # Not symmetric: anchor 0 vs anchor 2 and anchor 2 vs anchor 0 are two pairs.
     assert ("a 0", "a 2") in expected and ("a 2", "a 0") in expected
     # Every candidate and threshold points at the pair of its own texts.
     for k, (b, r, c) in enumerate(zip(candidates.block, candidates.row, candidates.col)):
-        q, d = plan.pairs[plan.candidate_pair[k]]
         block = blocks[b]
-        assert (plan.texts[q], plan.texts[d]) == (
-            texts[block.query_column][r],
-            texts[block.document_column][c],
-        )
+        own = (texts[block.query_column][r], texts[block.document_column][c])
+        assert plan.identical[k] == (own[0] == own[1])
+        if plan.identical[k]:
+            assert plan.candidate_pair[k] == -1
+            continue
+        q, d = plan.pairs[plan.candidate_pair[k]]
+        assert (plan.texts[q], plan.texts[d]) == own
     for i in range(6):
         q, d = plan.pairs[plan.threshold_pair[i]]
         assert (plan.texts[q], plan.texts[d]) == (texts[0][i], texts[1][i])
@@ -112,13 +118,14 @@ def test_masks_follow_the_gist_rule(strategy: str) -> None:
     expected = set()
     for block, i, j in itertools.product(blocks, range(7), range(7)):
         t = scores[(texts[0][i], texts[1][i])]
-        s = scores[(texts[block.query_column][i], texts[block.document_column][j])]
+        query, document = texts[block.query_column][i], texts[block.document_column][j]
+        s = scores[(query, document)]
         bound = t - margin if strategy == "absolute" else t - abs(t) * margin
         if block.name == "ap" and i == j:
             continue  # the own positive is never masked
         if block.name in ("aa", "pp") and i == j:
             continue  # self pairs: always masked, reported separately
-        if s > bound:
+        if s > bound or query == document:  # equal texts: masked by identity
             expected.add((block.name, i, j))
     assert expected, "the random scores should mask something"
     assert masks.masked_set() == expected

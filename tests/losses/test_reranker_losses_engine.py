@@ -120,6 +120,7 @@ def test_optimized_loss_opened_up_masks_what_the_plain_loss_masks(
         client=client,
         margin_strategy=strategy,
         margin=MARGIN,
+        preset="balanced",
         similarity_threshold=-1,
         top_k_ratio=1,
         min_top_k=0,
@@ -152,3 +153,24 @@ def test_balanced_preset_keeps_most_false_negatives_on_this_batch(student, clien
     assert kept <= everything
     assert len(kept) >= 0.9 * len(everything)
     assert optimized.last_step_stats.sent_pairs < plain.last_step_stats.sent_pairs
+
+
+def test_default_budget_keeps_the_false_negatives_and_estimates_its_recall(student, client) -> None:
+    plain_student, optimized_student = twin_students(student)
+    plain = RerankerCachedGISTEmbedLoss(plain_student, client=client, margin=MARGIN)
+    optimized = OptimizedRerankerCachedGISTEmbedLoss(
+        optimized_student, client=client, margin=MARGIN, target_recall=0.99
+    )
+    run_step(plain, plain_student, COLUMNS, seed=5)
+    run_step(optimized, optimized_student, COLUMNS, seed=5)
+    kept = optimized.last_guide_masks.masked_set()
+    everything = plain.last_guide_masks.masked_set()
+    stats = optimized.last_step_stats
+    assert kept <= everything
+    # The student is the guide here: the budget grows until the estimate reaches the target,
+    # and the estimate (from the audit sample) must not claim more than was found.
+    assert len(kept) >= 0.99 * len(everything)
+    assert stats.estimated_recall >= 0.99
+    assert stats.audit_pairs > 0 and stats.rounds >= 1
+    assert stats.sent_pairs < plain.last_step_stats.sent_pairs
+    assert optimized.reranker_info["family"] == "bi-encoder"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from loss_helpers import (
@@ -26,6 +27,7 @@ from reranker_client.losses import (
     RerankerDataCollator,
     RerankerStatsCallback,
 )
+from reranker_client.losses._reranker_guide import loss_blocks
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss
 from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -100,6 +102,9 @@ def test_one_reranker_call_per_step_none_from_backward_with_distinct_texts_and_p
     expected |= {(a[i], a[j]) for i in range(16) for j in range(16) if i != j}
     expected |= {(p[i], p[j]) for i in range(16) for j in range(16) if i != j}
     expected |= {(a[i], n[j]) for i in range(16) for j in range(16)}
+    # A text against an equal text (the batch repeats an anchor) is masked, never sent.
+    assert {(q, d) for q, d in expected if q == d}
+    expected = {(q, d) for q, d in expected if q != d}
     assert set(pairs) == expected
     stats = loss.last_step_stats
     assert stats.sent_pairs == len(expected) and stats.naive_pairs == 4 * 16 * 16
@@ -207,7 +212,64 @@ def test_constructor_errors_say_how_to_fix_the_call(student) -> None:
     with pytest.raises(ValueError, match="preset"):
         OptimizedRerankerCachedGISTEmbedLoss(student, client=client, preset="fast")
     with pytest.raises(ValueError, match="min_top_k"):
+        OptimizedRerankerCachedGISTEmbedLoss(
+            student, client=client, preset="balanced", max_candidates=3
+        )
+    with pytest.raises(ValueError, match="per-anchor presets"):
         OptimizedRerankerCachedGISTEmbedLoss(student, client=client, max_candidates=3)
-    loss = RerankerCachedGISTEmbedLoss(student, reranker_url="http://fake.test:9", timeout=3)
-    assert loss.get_config_dict()["reranker_url"] == "http://fake.test:9"
+    with pytest.raises(ValueError, match="target_recall"):
+        OptimizedRerankerCachedGISTEmbedLoss(student, client=client, target_recall=1.5)
+    with pytest.raises(ValueError, match="gather_across_devices"):
+        RerankerCachedGISTEmbedLoss(student, client=client, gather_across_devices=True)
+    with pytest.raises(ValueError, match="on_reranker_error"):
+        RerankerCachedGISTEmbedLoss(student, client=client, on_reranker_error="ignore")
+    with pytest.raises(ValueError, match="once"):
+        RerankerCachedGISTEmbedLoss(student, "http://fake.test", reranker_url="http://fake.test")
+    # Positional URL; credentials never reach the config (the model card).
+    loss = RerankerCachedGISTEmbedLoss(
+        student, "http://user:secret@fake.test:9/base", timeout=3, check_reranker=False
+    )
+    assert loss.get_config_dict()["reranker_url"] == "http://fake.test:9/base"
+    assert "secret" not in repr(loss.get_config_dict())
     assert "GISTEmbed" in loss.citation
+
+
+def test_plain_loss_warns_once_with_the_size_of_a_large_step(student, service, caplog) -> None:
+    loss = RerankerCachedGISTEmbedLoss(student, client=service.client())
+    blocks = loss_blocks(3, contrast_anchors=True, contrast_positives=True)
+    columns = [torch.zeros(600, 4)] * 3
+
+    def judge_nothing(candidates):  # a fake judge: only the candidates' count matters here
+        return np.zeros(len(candidates), dtype=bool)
+
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            selection = loss.select(columns, blocks, None, judge_nothing)
+    assert len(selection.candidates) == 4 * 600 * 600 - 3 * 600
+    warnings = [r.getMessage() for r in caplog.records if "pairs per step" in r.getMessage()]
+    assert len(warnings) == 1 and "1,440,000" in warnings[0]
+
+
+def test_reranker_trainer_sends_raw_texts_and_logs_the_accounting(student, service, tmp_path):
+    from datasets import Dataset
+    from reranker_client.losses import RerankerStatsCallback, RerankerTrainer
+
+    _, model = twin_students(student)
+    loss = RerankerCachedGISTEmbedLoss(model, client=service.client())
+    texts = ["Café 🙂 C++", "Crème brûlée", "Naïve Bayes", "Ünïcödé"]
+    dataset = Dataset.from_dict({"anchor": texts, "positive": [t + "!" for t in texts]})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        per_device_train_batch_size=4,
+        max_steps=1,
+        logging_steps=1,
+    )
+    trainer = RerankerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    assert isinstance(trainer.data_collator, RerankerDataCollator)
+    assert isinstance(trainer.callback_handler.callbacks[0], RerankerStatsCallback)
+    trainer.train()
+    sent = set(service.bodies[0]["queries"]) | set(service.bodies[0]["documents"])
+    assert "Café 🙂 C++" in sent  # not "cafe c + +", as decoding MiniLM's ids would give
+    logged = [entry for entry in trainer.state.log_history if "reranker_sent_pairs" in entry]
+    assert logged and logged[0]["reranker_sent_pairs"] > 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from functools import partial
 from typing import Any, Literal
 
@@ -9,7 +10,17 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from .._client import RerankerClient
-from ._reranker_guide import PRESETS, Block, Candidates, PrefilterConfig, prefilter_candidates
+from ._candidate_budget import BudgetConfig, CandidateBudget
+from ._reranker_guide import (
+    PRESETS,
+    Block,
+    GuideJudge,
+    PrefilterConfig,
+    Selection,
+    StepTexts,
+    judge_all,
+    prefilter_candidates,
+)
 from .RerankerCachedGISTEmbedLoss import RerankerCachedGISTEmbedLoss
 
 
@@ -29,7 +40,7 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
     def __init__(
         self,
         model: SentenceTransformer,
-        client: RerankerClient | None = None,
+        client: RerankerClient | str | None = None,
         reranker_url: str | None = None,
         mini_batch_size: int = 32,
         reranker_batch_size: int | None = None,
@@ -42,12 +53,17 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
         contrast_anchors: bool = True,
         contrast_positives: bool = True,
         show_progress_bar: bool = False,
-        preset: Literal["conservative", "balanced", "aggressive"] = "balanced",
+        target_recall: float | None = 0.99,
+        budget_ratio: float = 0.004,
+        max_budget_ratio: float = 0.015,
+        audit_ratio: float = 0.0005,
+        preset: Literal["conservative", "balanced", "aggressive"] | None = None,
         similarity_threshold: float | _FromPreset = FROM_PRESET,
         top_k_ratio: float | _FromPreset = FROM_PRESET,
         min_top_k: int | _FromPreset = FROM_PRESET,
         max_candidates: int | None | _FromPreset = FROM_PRESET,
         hybrid_threshold: float | _FromPreset = FROM_PRESET,
+        **options: Any,
     ) -> None:
         """
         :class:`RerankerCachedGISTEmbedLoss` that sends the reranker only the likely false
@@ -57,8 +73,25 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
         be false negatives. A candidate that is not sent keeps its logit (it is treated as a true
         negative); a candidate that is sent is masked exactly as in the plain loss.
 
-        For every anchor, the candidates of all blocks in use (anchor-positive, anchor-anchor,
-        positive-positive, anchor-negative) are pooled and filtered:
+        By default (``preset=None``) the budget scales with the batch and holds a recall:
+
+            1. every block (anchor-positive, anchor-anchor, positive-positive, anchor-negative)
+               ranks its ``B**2`` candidates by ``cos(query_i, document_j) - cos(anchor_i,
+               positive_i)`` (how much closer the candidate is than the anchor's own positive)
+               and sends its own budget's worth from the top, ``budget_ratio`` of ``B**2`` to
+               start, so no block crowds out another;
+            2. candidates whose two texts are identical are masked without a call;
+            3. a random audit sample (``audit_ratio`` of ``B**2`` per block) of the candidates
+               not sent, drawn from bands of the ranking, is scored too; from it the step
+               estimates how many false negatives it missed (``stats.estimated_recall``);
+            4. while that estimate is below ``target_recall``, the block with the most estimated
+               misses sends its next band (a further ``score_pairs`` call), up to
+               ``max_budget_ratio`` of ``blocks x B**2`` pairs; the next step starts from the
+               budget this one needed, per block, and shrinks it slowly when it was more than
+               enough. A warning says when the ceiling stops the budget short of the target.
+
+        With ``preset=...`` the earlier per-anchor filter is used instead: for every anchor, the
+        candidates of all blocks are pooled and filtered:
 
             1. ``similarity_threshold``: a student cosine below it marks a clear negative, which
                is never sent;
@@ -67,11 +100,12 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
                (0 turns this filter off);
             3. of the survivors, the ``max(min_top_k, ceil(top_k_ratio x C))`` most similar are
                kept, ``C`` being the candidates in the anchor's row, and at most
-               ``max_candidates``.
+               ``max_candidates`` (which binds for B above about 1000).
 
         The anchor's threshold pair (anchor_i, positive_i) is always sent. With
-        ``similarity_threshold=-1, top_k_ratio=1, max_candidates=None, hybrid_threshold=0`` every
-        candidate is sent and the loss equals :class:`RerankerCachedGISTEmbedLoss`.
+        ``preset="balanced", similarity_threshold=-1, top_k_ratio=1, max_candidates=None,
+        hybrid_threshold=0`` every candidate is sent and the loss equals
+        :class:`RerankerCachedGISTEmbedLoss`.
 
         Presets (explicit arguments override single values; columns in the order
         similarity_threshold / top_k_ratio / min_top_k / max_candidates / hybrid_threshold):
@@ -117,6 +151,15 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             max_candidates: Most candidates per anchor, after the thresholds (``None``: no cap).
             hybrid_threshold: Threshold relative to the anchor's similarity to its positive
                 (0: off).
+            target_recall: The default selection grows a step's budget, in further calls, until
+                its estimated recall reaches this (``None``: never grow).
+            budget_ratio: The default selection's starting share of each block's ``B**2``
+                candidates; each block's share then follows what the previous steps needed.
+            max_budget_ratio: Most pairs a step sends, as a share of ``blocks x B**2``
+                (0.015 x 4B^2 is 2% of 3B^2).
+            audit_ratio: Audit sample per block, as a share of ``B**2``, that estimates the misses.
+            options: Further options of :class:`RerankerCachedGISTEmbedLoss` (``api_key``,
+                ``on_reranker_error``, ``check_reranker``, ``mini_batch_num_tokens``, ...).
 
         References:
             - Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup:
@@ -142,12 +185,12 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             +-------------------------------------------------+--------+
 
         Recommendations:
-            - Start with "balanced"; ``bench/loss_bill.py`` shows, on data like yours, how many
-              pairs each preset sends and what share of the plain loss's false negatives it
-              still masks.
-            - Pass ``data_collator=RerankerDataCollator.for_model(model, args)`` to the trainer
-              so that the reranker judges raw texts, and add ``RerankerStatsCallback(loss)`` to
-              log the accounting.
+            - Start with the defaults and watch ``reranker_estimated_recall`` in the logs; a
+              student that ranks poorly (a weak or untrained one) will not reach the target
+              within ``max_budget_ratio``. ``bench/loss_bill.py`` shows, on data like its own,
+              how many pairs each mode sends and what share of the false negatives it keeps.
+            - Train with :class:`~reranker_client.losses.RerankerTrainer`, so that the
+              reranker judges raw texts and the accounting is logged.
 
         Relations:
             - :class:`RerankerCachedGISTEmbedLoss` sends every candidate; this loss with all
@@ -161,11 +204,10 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             ::
 
                 from datasets import Dataset
-                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                from sentence_transformers import SentenceTransformer
                 from reranker_client.losses import (
                     OptimizedRerankerCachedGISTEmbedLoss,
-                    RerankerDataCollator,
-                    RerankerStatsCallback,
+                    RerankerTrainer,
                 )
 
                 model = SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
@@ -175,21 +217,47 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
                 })
                 loss = OptimizedRerankerCachedGISTEmbedLoss(
                     model,
-                    reranker_url="http://localhost:8000",
+                    "http://localhost:8000",
                     mini_batch_size=64,
-                    preset="balanced",
-                    max_candidates=50,  # overrides the preset's 100
+                    target_recall=0.99,
                 )
-
-                trainer = SentenceTransformerTrainer(
-                    model=model,
-                    train_dataset=train_dataset,
-                    loss=loss,
-                    data_collator=RerankerDataCollator(model.preprocess),
-                    callbacks=[RerankerStatsCallback(loss)],
-                )
+                trainer = RerankerTrainer(model=model, train_dataset=train_dataset, loss=loss)
                 trainer.train()
         """
+        row_options = {
+            "similarity_threshold": similarity_threshold,
+            "top_k_ratio": top_k_ratio,
+            "min_top_k": min_top_k,
+            "max_candidates": max_candidates,
+            "hybrid_threshold": hybrid_threshold,
+        }
+        # Checked before the base class contacts the service: a wrong call fails without it.
+        budget: CandidateBudget | None = None
+        prefilter: PrefilterConfig | None = None
+        if preset is None:
+            given = sorted(name for name, value in row_options.items() if value is not FROM_PRESET)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} belong to the per-anchor presets; pass "
+                    "preset='conservative' | 'balanced' | 'aggressive' with them, or use the "
+                    "default batch-scaled budget (budget_ratio, max_budget_ratio, target_recall)."
+                )
+            budget = CandidateBudget(
+                BudgetConfig(
+                    budget_ratio=budget_ratio,
+                    max_budget_ratio=max_budget_ratio,
+                    target_recall=target_recall,
+                    audit_ratio=audit_ratio,
+                )
+            )
+        elif preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}.")
+        else:
+            base = PRESETS[preset]
+            prefilter = PrefilterConfig(
+                **{name: _pick(value, getattr(base, name)) for name, value in row_options.items()}
+            )
+
         super().__init__(
             model,
             client=client,
@@ -205,22 +273,20 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             contrast_anchors=contrast_anchors,
             contrast_positives=contrast_positives,
             show_progress_bar=show_progress_bar,
+            **options,
         )
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
-        base = PRESETS[preset]
         self.preset = preset
-        self.prefilter = PrefilterConfig(
-            similarity_threshold=_pick(similarity_threshold, base.similarity_threshold),
-            top_k_ratio=_pick(top_k_ratio, base.top_k_ratio),
-            min_top_k=_pick(min_top_k, base.min_top_k),
-            max_candidates=_pick(max_candidates, base.max_candidates),
-            hybrid_threshold=_pick(hybrid_threshold, base.hybrid_threshold),
-        )
+        self.budget = budget
+        self.prefilter = prefilter
 
-    def select_candidates(self, columns: list[Tensor], blocks: list[Block]) -> Candidates:
-        """The candidates that pass the student-similarity pre-filter."""
-        return prefilter_candidates(
+    def select(
+        self, columns: list[Tensor], blocks: list[Block], step: StepTexts, judge: GuideJudge
+    ) -> Selection:
+        """The batch-scaled budget (default) or the preset's per-anchor pre-filter."""
+        if self.budget is not None:
+            return self.budget.run(columns, step.ids, blocks, judge)
+        assert self.prefilter is not None
+        candidates = prefilter_candidates(
             columns,
             blocks,
             self.prefilter,
@@ -229,17 +295,27 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
                 tqdm.tqdm, desc="Pre-filtering candidates", disable=not self.show_progress_bar
             ),
         )
+        return judge_all(candidates, judge, estimated_recall=math.nan)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {
-            **super().get_config_dict(),
-            "preset": self.preset,
-            "similarity_threshold": self.prefilter.similarity_threshold,
-            "top_k_ratio": self.prefilter.top_k_ratio,
-            "min_top_k": self.prefilter.min_top_k,
-            "max_candidates": self.prefilter.max_candidates,
-            "hybrid_threshold": self.prefilter.hybrid_threshold,
-        }
+        config = {**super().get_config_dict(), "preset": self.preset}
+        if self.budget is not None:
+            budget = self.budget.config
+            config.update(
+                target_recall=budget.target_recall,
+                budget_ratio=budget.budget_ratio,
+                max_budget_ratio=budget.max_budget_ratio,
+                audit_ratio=budget.audit_ratio,
+            )
+        if self.prefilter is not None:
+            config.update(
+                similarity_threshold=self.prefilter.similarity_threshold,
+                top_k_ratio=self.prefilter.top_k_ratio,
+                min_top_k=self.prefilter.min_top_k,
+                max_candidates=self.prefilter.max_candidates,
+                hybrid_threshold=self.prefilter.hybrid_threshold,
+            )
+        return config
 
 
 def _pick(value: Any, default: Any) -> Any:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from functools import partial
@@ -11,6 +12,7 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor, nn
 
 from .._client import RerankerClient
+from ._failure_policy import FailurePolicy, OnError, check_service, public_url
 from ._gradcache import (
     RandContext,
     _backward_hook,
@@ -21,16 +23,36 @@ from ._gradcache import (
 from ._reranker_guide import (
     RAW_TEXT_KEY,
     Block,
-    Candidates,
+    GuideJudge,
     GuideMasks,
     RerankerStepStats,
+    Selection,
     StatsAccumulator,
+    StepTexts,
     all_candidates,
     consult_reranker,
     extract_texts,
+    judge_all,
     loss_blocks,
+    naive_pairs,
     without_raw_texts,
 )
+
+logger = logging.getLogger(__name__)
+_warned_decoding = False
+#: Pairs per step above which the plain loss warns (4 blocks x 500**2).
+LARGE_STEP_PAIRS = 1_000_000
+
+
+def _warn_decoding_once() -> None:
+    global _warned_decoding
+    if not _warned_decoding:
+        _warned_decoding = True
+        logger.warning(
+            "The batch carries no raw texts, so the reranker judges the student's decoded token "
+            "ids, which may lose case, accents, emoji and length. Train with RerankerTrainer "
+            "(or data_collator=RerankerDataCollator.for_model(model, args)) to send raw texts."
+        )
 
 
 class RerankerCachedGISTEmbedLoss(nn.Module):
@@ -40,7 +62,7 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
     def __init__(
         self,
         model: SentenceTransformer,
-        client: RerankerClient | None = None,
+        client: RerankerClient | str | None = None,
         reranker_url: str | None = None,
         mini_batch_size: int = 32,
         reranker_batch_size: int | None = None,
@@ -53,6 +75,13 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         contrast_anchors: bool = True,
         contrast_positives: bool = True,
         show_progress_bar: bool = False,
+        api_key: str | None = None,
+        on_reranker_error: OnError = "raise",
+        reranker_wait_timeout: float = 900.0,
+        max_skipped_share: float = 0.1,
+        check_reranker: bool = True,
+        gather_across_devices: bool = False,
+        mini_batch_num_tokens: int | None = None,
     ) -> None:
         """
         :class:`~sentence_transformers.sentence_transformer.losses.CachedGISTEmbedLoss` with the
@@ -115,6 +144,21 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 GISTEmbed paper, but setting it to False may yield better results in some
                 retrieval tasks.
             show_progress_bar: If True, progress bars for the mini-batches and the reranker call.
+            api_key: The service's API key (default: ``RERANKER_API_KEY``). Only with
+                ``reranker_url``. Never logged, never in the model card.
+            on_reranker_error: What a step does when the reranker call fails after the client's
+                retries: "raise" (default), "wait" (retry the step's call until it succeeds or
+                ``reranker_wait_timeout`` seconds have passed, e.g. through an engine reload)
+                or "skip" (warn, count the step in ``skipped``, and return a zero loss; raise
+                once more than ``max_skipped_share`` of the steps were skipped).
+            reranker_wait_timeout: Seconds "wait" keeps retrying one step.
+            max_skipped_share: Largest share of skipped steps "skip" tolerates (after 10 steps).
+            check_reranker: Check ``/health`` and ``/info`` when the loss is built, failing at
+                once with a clear message when the service is not reachable or not ready.
+            gather_across_devices: As in sentence-transformers 6.2's CachedGISTEmbedLoss; only
+                ``False`` (single process) is supported here, and ``True`` raises.
+            mini_batch_num_tokens: As in sentence-transformers 6.2: cut mini-batches by this
+                many tokens instead of ``mini_batch_size`` rows.
 
         References:
             - Efficient Natural Language Response Suggestion for Smart Reply, Section 4.4:
@@ -196,15 +240,21 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 f"{type(self).__name__} is not compatible with a SentenceTransformer model "
                 "based on a StaticEmbedding, whose inputs cannot be split into mini-batches."
             )
+        if isinstance(client, str):  # RerankerCachedGISTEmbedLoss(model, "http://...")
+            if reranker_url is not None:
+                raise ValueError("Give the reranker URL once: positionally or as reranker_url.")
+            client, reranker_url = None, client
         if (client is None) == (reranker_url is None):
             raise ValueError(
                 "Give the reranker service as exactly one of client=RerankerClient(url) "
                 "or reranker_url=url."
             )
-        if client is not None and (reranker_batch_size is not None or timeout is not None):
+        if client is not None and (
+            reranker_batch_size is not None or timeout is not None or api_key is not None
+        ):
             raise ValueError(
-                "reranker_batch_size and timeout apply to the client the loss creates from "
-                "reranker_url; pass them to RerankerClient(...) instead."
+                "reranker_batch_size, timeout and api_key apply to the client the loss creates "
+                "from reranker_url; pass them to RerankerClient(...) instead."
             )
         if margin_strategy not in ("absolute", "relative"):
             raise ValueError(
@@ -212,16 +262,28 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
             )
         if mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}.")
-        self.reranker_url: str | None
+        if gather_across_devices:
+            raise ValueError(
+                "gather_across_devices=True is not supported: the reranker-guided losses mask "
+                "in-batch candidates of one process; train with one process per loss."
+            )
+        self.failure_policy = FailurePolicy(
+            on_reranker_error, reranker_wait_timeout, max_skipped_share
+        )
         if client is None:
             assert reranker_url is not None
-            client_kwargs: dict[str, Any] = {"reranker_batch_size": reranker_batch_size}
+            client_kwargs: dict[str, Any] = {
+                "reranker_batch_size": reranker_batch_size,
+                "api_key": api_key,
+            }
             if timeout is not None:
                 client_kwargs["timeout"] = timeout
             client = RerankerClient(reranker_url, **client_kwargs)
-            self.reranker_url = reranker_url
-        else:
-            self.reranker_url = client.base_url
+        self.reranker_url = public_url(client.base_url)
+        #: What ``/info`` said about the guide (model, family, version), for the model card.
+        self.reranker_info: dict[str, str] = {}
+        if check_reranker:
+            self.reranker_info = check_service(client)
         self.model = model
         self.client = client
         # Kept here because the trainer may swap `model` for a wrapped (DDP, compiled) model.
@@ -237,12 +299,15 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         self.max_length = max_length
         self.contrast_anchors = contrast_anchors
         self.contrast_positives = contrast_positives
+        self.gather_across_devices = gather_across_devices
+        self.mini_batch_num_tokens = mini_batch_num_tokens
         self.cross_entropy_loss = nn.CrossEntropyLoss()
         #: The reranker accounting of the latest step (``None`` before the first).
         self.last_step_stats: RerankerStepStats | None = None
         #: The masks the reranker decided in the latest step (``None`` before the first).
         self.last_guide_masks: GuideMasks | None = None
         self._log_stats = StatsAccumulator()
+        self._warned_large_step = False
 
     def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
         return self.similarity_fct(embed1.unsqueeze(1), embed2.unsqueeze(0))
@@ -278,7 +343,9 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
     ) -> Iterator[tuple[Tensor, RandContext | None]]:
         """Do forward pass on all the minibatches of the input features and yield embeddings."""
         if ranges is None:
-            ranges = _minibatch_ranges(sentence_feature, self.mini_batch_size)
+            ranges = _minibatch_ranges(
+                sentence_feature, self.mini_batch_size, self.mini_batch_num_tokens
+            )
         for i, (begin, end) in enumerate(
             tqdm.tqdm(
                 ranges,
@@ -295,36 +362,61 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 random_state=None if random_states is None else random_states[i],
             )
 
-    def select_candidates(self, columns: list[Tensor], blocks: list[Block]) -> Candidates:
+    def select(
+        self, columns: list[Tensor], blocks: list[Block], step: StepTexts, judge: GuideJudge
+    ) -> Selection:
         """Which logits to ask the reranker about: all of them (see the optimized subclass)."""
-        return all_candidates(blocks, columns[0].shape[0])
+        batch_size = columns[0].shape[0]
+        pairs = naive_pairs(blocks, batch_size)
+        if pairs > LARGE_STEP_PAIRS and not self._warned_large_step:
+            self._warned_large_step = True
+            logger.warning(
+                "%s asks the reranker about up to %s pairs per step at batch size %d "
+                "(%d blocks x B^2), minus repeated texts; above a few hundred anchors "
+                "OptimizedRerankerCachedGISTEmbedLoss sends about 1-2%% of them.",
+                type(self).__name__,
+                f"{pairs:,}",
+                batch_size,
+                len(blocks),
+            )
+        return judge_all(all_candidates(blocks, batch_size), judge)
 
-    def consult_reranker(self, texts: list[list[str]], reps: list[list[Tensor]]) -> GuideMasks:
-        """Ask the reranker about this step's candidates (one call) and return the masks."""
+    def consult_reranker(
+        self, texts: list[list[str]], reps: list[list[Tensor]]
+    ) -> GuideMasks | None:
+        """Ask the reranker about this step's candidates and return the masks (``None``: skip)."""
         columns = [torch.cat(r).detach() for r in reps]
         blocks = loss_blocks(
             len(columns),
             contrast_anchors=self.contrast_anchors,
             contrast_positives=self.contrast_positives,
         )
-        candidates = self.select_candidates(columns, blocks)
         with tqdm.tqdm(
-            total=columns[0].shape[0] + len(candidates),
             desc="Reranker pairs",
             unit="pair",
             disable=not self.show_progress_bar,
         ) as bar:
-            masks, stats = consult_reranker(
+            outcome = self.failure_policy.run(
+                consult_reranker,
                 self.client,
                 texts,
                 blocks,
-                candidates,
+                partial(self.select, columns, blocks),
                 margin_strategy=self.margin_strategy,
                 margin=self.margin,
                 instruction=self.instruction,
                 max_length=self.max_length,
                 device=columns[0].device,
+                training=torch.is_grad_enabled(),
             )
+            if outcome is None:  # skipped by on_reranker_error="skip"
+                stats = RerankerStepStats(failures=self.failure_policy.last_failures, skipped=1)
+                self.last_step_stats = stats
+                self._log_stats.add(stats)
+                return None
+            masks, stats = outcome
+            stats.failures = self.failure_policy.last_failures
+            stats.wait_seconds += self.failure_policy.last_waited
             bar.update(stats.considered_pairs)
             bar.set_postfix(sent=stats.sent_pairs, cache_hits=stats.cache_hits, masked=stats.masked)
         self.last_step_stats = stats
@@ -333,9 +425,12 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
             self._log_stats.add(stats)
         return masks
 
-    def pop_log_stats(self) -> dict[str, float]:
-        """Per-step means of the training steps' reranker accounting since the last call."""
-        return self._log_stats.pop()
+    def pop_log_stats(self, steps: int | None = None) -> dict[str, float]:
+        """Per-step means of the training steps' reranker accounting since the last call.
+
+        ``steps``: optimizer steps in the period (micro-batches of one step count as one).
+        """
+        return self._log_stats.pop(steps=steps)
 
     def calculate_loss_and_cache_gradients(
         self, reps: list[list[Tensor]], guide: GuideMasks
@@ -403,7 +498,8 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         # Compute the mini-batch boundaries before any forward pass: modules may modify the features
         # in place while embedding, and step (3) must replay exactly the boundaries step (1) used.
         ranges: list[Any] = [
-            _minibatch_ranges(feature, self.mini_batch_size) for feature in sentence_features
+            _minibatch_ranges(feature, self.mini_batch_size, self.mini_batch_num_tokens)
+            for feature in sentence_features
         ]
 
         # Step (1): A quick embedding step without gradients/computation graphs to get all the
@@ -426,6 +522,12 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
 
         # The guide's turn: one reranker call for the whole step, before the loss loop.
         guide = self.consult_reranker(texts, reps)
+        if guide is None:
+            # The step is skipped: a zero loss that reaches every parameter keeps the trainer's
+            # backward pass and gradient clipping working without moving the model.
+            return torch.stack(
+                [p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad]
+            ).sum()
 
         if not grad_enabled:
             # In evaluation there are no gradients to cache and no backward pass to hook into.
@@ -455,11 +557,14 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 "The model has no tokenizer to decode the inputs with; give the loss the raw texts "
                 "with data_collator=RerankerDataCollator(model.preprocess)."
             )
+        if RAW_TEXT_KEY not in feature:
+            _warn_decoding_once()
         return extract_texts(feature, self.tokenizer)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "reranker_url": self.reranker_url,
+            "reranker": self.reranker_info,
             "mini_batch_size": self.mini_batch_size,
             "reranker_batch_size": self.reranker_batch_size,
             "margin_strategy": self.margin_strategy,

@@ -6,7 +6,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 
 class _ReportsRerankerStats(Protocol):
-    def pop_log_stats(self) -> dict[str, float]: ...
+    def pop_log_stats(self, steps: int | None = None) -> dict[str, float]: ...
 
 
 class RerankerStatsCallback(TrainerCallback):
@@ -16,7 +16,11 @@ class RerankerStatsCallback(TrainerCallback):
     :class:`~reranker_client.losses.RerankerStepStats` (``reranker_naive_pairs``,
     ``reranker_considered_pairs``, ``reranker_sent_pairs``, ``reranker_cache_hits``,
     ``reranker_requests``, ``reranker_masked``, ``reranker_anchors``) and the reduction over the
-    whole period (``reranker_reduction``). Only training steps count; evaluation does not.
+    whole period (``reranker_reduction``), with the failure counters (``reranker_retries``,
+    ``reranker_wait_seconds``, ``reranker_failures``, ``reranker_skipped``, ...) and the
+    optimized loss's ``reranker_estimated_recall``. Only training steps count; evaluation does
+    not. Under gradient accumulation the micro-batches of one optimizer step are summed into
+    that step.
 
     The values go into ``trainer.state.log_history`` and to the callbacks after this one (the
     console progress bar or printer). The ``report_to`` integrations (W&B, TensorBoard, ...) are
@@ -32,6 +36,7 @@ class RerankerStatsCallback(TrainerCallback):
         if not losses:
             raise ValueError("RerankerStatsCallback needs the loss(es) to report on.")
         self.losses = losses
+        self._logged_step = 0
 
     def on_log(
         self,
@@ -44,8 +49,10 @@ class RerankerStatsCallback(TrainerCallback):
         if logs is None or "loss" not in logs:
             return  # evaluation and end-of-training summaries
         entries: dict[str, float] = {}
+        steps = state.global_step - self._logged_step
+        self._logged_step = state.global_step
         for index, loss in enumerate(self.losses):
-            stats = loss.pop_log_stats()
+            stats = loss.pop_log_stats(steps=steps or None)
             if len(self.losses) > 1:
                 stats = {
                     key.replace("reranker_", f"reranker{index}_", 1): value

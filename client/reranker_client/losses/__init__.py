@@ -6,7 +6,10 @@ does not, and never imports this package.
 - :class:`RerankerCachedGISTEmbedLoss`: ``CachedGISTEmbedLoss`` with the guide model replaced by the
   reranker service (every in-batch candidate is scored).
 - :class:`OptimizedRerankerCachedGISTEmbedLoss`: the same, sending the reranker only the candidates
-  the student itself finds similar (presets ``conservative``, ``balanced``, ``aggressive``).
+  the student ranks highest, within a batch-scaled budget that grows to hold ``target_recall``
+  (or the per-anchor presets ``conservative``, ``balanced``, ``aggressive``).
+- :class:`RerankerTrainer`: the sentence-transformers trainer with the collator below and the
+  stats callback as defaults (the raw-texts path).
 - :class:`RerankerDataCollator`: gives the losses the raw texts instead of decoded token ids.
 - :class:`RerankerStatsCallback`: puts the per-step reranker accounting in the trainer's logs.
 """
@@ -25,6 +28,7 @@ from .OptimizedRerankerCachedGISTEmbedLoss import OptimizedRerankerCachedGISTEmb
 from .RerankerCachedGISTEmbedLoss import RerankerCachedGISTEmbedLoss
 from .RerankerDataCollator import RerankerDataCollator
 from .RerankerStatsCallback import RerankerStatsCallback
+from .RerankerTrainer import RerankerTrainer
 
 __all__ = [
     "PRESETS",
@@ -34,4 +38,5 @@ __all__ = [
     "RerankerDataCollator",
     "RerankerStatsCallback",
     "RerankerStepStats",
+    "RerankerTrainer",
 ]

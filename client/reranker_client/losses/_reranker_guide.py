@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -262,17 +263,50 @@ def prefilter_candidates(
 
 
 @dataclass
+class StepTexts:
+    """The distinct texts of one step (each once) and every column as ids into them."""
+
+    texts: list[str]
+    ids: list[np.ndarray]
+    empty: np.ndarray
+
+    @classmethod
+    def of(cls, texts: Sequence[Sequence[str]]) -> StepTexts:
+        vocabulary: dict[str, int] = {}
+        ids = [
+            np.fromiter((vocabulary.setdefault(t, len(vocabulary)) for t in column), dtype=np.int64)
+            for column in texts
+        ]
+        vocab = list(vocabulary)
+        empty = np.fromiter((not t.strip() for t in vocab), dtype=bool, count=len(vocab))
+        return cls(vocab, ids, empty)
+
+    def candidate_ids(
+        self, blocks: Sequence[Block], candidates: Candidates
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The (query, document) text ids of each candidate."""
+        query_ids = np.stack([self.ids[block.query_column] for block in blocks])
+        document_ids = np.stack([self.ids[block.document_column] for block in blocks])
+        return (
+            query_ids[candidates.block, candidates.row],
+            document_ids[candidates.block, candidates.col],
+        )
+
+
+@dataclass
 class PairPlan:
     """The distinct text pairs of one step and where each threshold and candidate finds its score.
 
     ``pairs[k] = (query_text_id, document_text_id)`` index into ``texts``; ``threshold_pair[i]``
-    and ``candidate_pair[c]`` index into ``pairs`` (``-1``: not asked, because a text is empty).
+    and ``candidate_pair[c]`` index into ``pairs`` (``-1``: not asked, because a text is empty or
+    because the candidate is a text against itself, which ``identical`` marks).
     """
 
     texts: list[str]
     pairs: np.ndarray
     threshold_pair: np.ndarray
     candidate_pair: np.ndarray
+    identical: np.ndarray
 
     def pair_list(self) -> list[list[int]]:
         return self.pairs.tolist()
@@ -284,31 +318,27 @@ def plan_pairs(
     """Map the thresholds and candidates to distinct text pairs (each text once in ``texts``).
 
     A reranker is not symmetric, so ``(x, y)`` and ``(y, x)`` stay two pairs. Texts that are empty
-    after stripping cannot be scored: their pairs are left out (``-1``) and so never masked.
+    after stripping cannot be scored: their pairs are left out (``-1``) and so never masked. A
+    candidate whose two texts are identical is not asked either: it is masked by identity.
     """
-    vocabulary: dict[str, int] = {}
-    ids = [
-        np.fromiter((vocabulary.setdefault(t, len(vocabulary)) for t in column), dtype=np.int64)
-        for column in texts
-    ]
-    vocab = list(vocabulary)
-    n_texts = max(len(vocab), 1)
-    empty = np.fromiter((not t.strip() for t in vocab), dtype=bool, count=len(vocab))
-
-    query_ids = np.stack([ids[block.query_column] for block in blocks])
-    document_ids = np.stack([ids[block.document_column] for block in blocks])
-    q = np.concatenate([ids[0], query_ids[candidates.block, candidates.row]])
-    d = np.concatenate([ids[1], document_ids[candidates.block, candidates.col]])
-    asked = ~(empty[q] | empty[d])
+    step = StepTexts.of(texts)
+    n_texts = max(len(step.texts), 1)
+    cq, cd = step.candidate_ids(blocks, candidates)
+    identical = (cq == cd) & ~step.empty[cq]
+    q = np.concatenate([step.ids[0], cq])
+    d = np.concatenate([step.ids[1], cd])
+    asked = ~(step.empty[q] | step.empty[d])
+    asked[len(step.ids[0]) :] &= ~identical
     keys, inverse = np.unique(q[asked] * n_texts + d[asked], return_inverse=True)
     where = np.full(q.shape, -1, dtype=np.int64)
     where[asked] = inverse.reshape(-1)
-    batch_size = ids[0].shape[0]
+    batch_size = step.ids[0].shape[0]
     return PairPlan(
-        texts=vocab,
+        texts=step.texts,
         pairs=np.stack([keys // n_texts, keys % n_texts], axis=1),
         threshold_pair=where[:batch_size],
         candidate_pair=where[batch_size:],
+        identical=identical,
     )
 
 
@@ -366,17 +396,35 @@ def decide_masks(
     scores = np.asarray(scores, dtype=np.float64)
     lookup = np.append(scores, np.nan)  # index -1 (not asked) reads NaN, which never compares true
     thresholds = lookup[plan.threshold_pair]
-    candidate_scores = lookup[plan.candidate_pair]
-    t = thresholds[candidates.row]
-    if margin_strategy == "absolute":
-        masked = candidate_scores > t - margin
-    elif margin_strategy == "relative":
-        masked = candidate_scores > t - np.abs(t) * margin
-    else:
-        raise ValueError(
-            f"margin_strategy must be 'absolute' or 'relative', got {margin_strategy!r}"
-        )
+    masked = gist_rule(
+        lookup[plan.candidate_pair], thresholds[candidates.row], margin_strategy, margin
+    )
+    return masks_from(
+        blocks, candidates, masked | plan.identical, thresholds, batch_size, device=device
+    )
 
+
+def gist_rule(
+    scores: np.ndarray, thresholds: np.ndarray, margin_strategy: MarginStrategy, margin: float
+) -> np.ndarray:
+    """Which candidate scores are above their anchor's threshold (NaN never is)."""
+    if margin_strategy == "absolute":
+        return scores > thresholds - margin
+    if margin_strategy == "relative":
+        return scores > thresholds - np.abs(thresholds) * margin
+    raise ValueError(f"margin_strategy must be 'absolute' or 'relative', got {margin_strategy!r}")
+
+
+def masks_from(
+    blocks: Sequence[Block],
+    candidates: Candidates,
+    masked: np.ndarray,
+    thresholds: np.ndarray,
+    batch_size: int,
+    *,
+    device: torch.device | str | None = None,
+) -> GuideMasks:
+    """The :class:`GuideMasks` of the ``masked`` candidates, plus the self pairs of aa and pp."""
     diagonal = np.arange(batch_size, dtype=np.int64)
     all_rows, all_cols = [], []
     for index, block in enumerate(blocks):
@@ -409,11 +457,22 @@ class RerankerStepStats:
         naive_pairs: Pairs a guide scoring every logit would score (``blocks x B**2``).
         considered_pairs: Pairs the loss chose to ask about, before removing duplicates: the
             ``B`` threshold pairs plus the candidates (all of them for the plain loss, the
-            pre-filter's survivors for the optimized one).
+            selected ones and the audit sample for the optimized one).
         sent_pairs: Distinct pairs sent to the service (the client's ``pairs_sent``).
         cache_hits: Pairs the service answered from its score cache.
         requests: HTTP requests the step made (retries included).
+        retries: Requests repeated after a transient failure.
+        fallbacks: Batch requests sent as single ``/rerank`` calls instead.
         masked: Logits masked as false negatives (the self pairs of aa/pp not counted).
+        identity_masked: Of those, candidates masked without a call because both texts are equal.
+        audit_pairs: Candidates scored only to estimate the misses (optimized loss).
+        rounds: ``score_pairs`` calls of the step (more than 1 when the budget grew).
+        estimated_recall: The step's estimate of the share of false negatives it masked (1 for
+            the plain loss, which asks about all of them; NaN for the presets, which do not
+            estimate it).
+        wait_seconds: Seconds the step spent waiting for the reranker (calls and retries).
+        failures: Reranker calls that failed (and were waited out or skipped).
+        skipped: 1 if the step was skipped because the reranker failed (``on_reranker_error``).
     """
 
     anchors: int = 0
@@ -422,7 +481,16 @@ class RerankerStepStats:
     sent_pairs: int = 0
     cache_hits: int = 0
     requests: int = 0
+    retries: int = 0
+    fallbacks: int = 0
     masked: int = 0
+    identity_masked: int = 0
+    audit_pairs: int = 0
+    rounds: int = 0
+    estimated_recall: float = 1.0
+    wait_seconds: float = 0.0
+    failures: int = 0
+    skipped: int = 0
 
     @property
     def reduction(self) -> float:
@@ -436,7 +504,8 @@ class RerankerStepStats:
         return (
             f"reranker: sent {self.sent_pairs:,} of {self.naive_pairs:,} naive pairs "
             f"({self.reduction:.1%} fewer; {self.considered_pairs:,} considered, "
-            f"{self.cache_hits:,} cache hits), masked {self.masked:,}"
+            f"{self.cache_hits:,} cache hits), masked {self.masked:,}, "
+            f"estimated recall {self.estimated_recall:.1%}"
         )
 
 
@@ -444,84 +513,211 @@ class RerankerStepStats:
 class StatsAccumulator:
     """Sums of :class:`RerankerStepStats` over the steps since the last :meth:`pop`."""
 
-    steps: int = 0
-    totals: dict[str, int] = field(default_factory=dict)
+    forwards: int = 0
+    totals: dict[str, float] = field(default_factory=dict)
 
     def add(self, stats: RerankerStepStats) -> None:
-        self.steps += 1
+        self.forwards += 1
         for f in fields(stats):
             self.totals[f.name] = self.totals.get(f.name, 0) + getattr(stats, f.name)
 
-    def pop(self, prefix: str = "reranker_") -> dict[str, float]:
-        """Per-step means since the last call (empty if no step ran), and start again."""
-        if not self.steps:
+    def pop(self, prefix: str = "reranker_", steps: int | None = None) -> dict[str, float]:
+        """Per-step means since the last call (empty if no step ran), and start again.
+
+        ``steps`` is the number of optimizer steps in the period: under gradient accumulation
+        several forward passes (micro-batches) make one step, and their counts are summed into
+        it. By default each forward pass is a step. Ratios (``estimated_recall``) are means over
+        the forward passes.
+        """
+        if not self.forwards:
             return {}
-        means = {f"{prefix}{name}": total / self.steps for name, total in self.totals.items()}
+        per = steps if steps else self.forwards
+        means = {
+            f"{prefix}{name}": total / (self.forwards if name in _RATIOS else per)
+            for name, total in self.totals.items()
+        }
         naive = self.totals.get("naive_pairs", 0)
         means[f"{prefix}reduction"] = 1.0 - self.totals["sent_pairs"] / naive if naive else 0.0
-        self.steps, self.totals = 0, {}
+        self.forwards, self.totals = 0, {}
         return means
+
+
+#: Fields of :class:`RerankerStepStats` that are ratios: averaged, never summed over micro-batches.
+_RATIOS = frozenset({"estimated_recall"})
 
 
 # --------------------------------------------------------------------------------------------
 # The call
 
 
+class GuideJudge:
+    """Scores candidates through the service and applies the GIST rule, for one step.
+
+    Each distinct ``(query, document)`` text pair is scored at most once per step, however many
+    calls the step makes; the anchors' threshold pairs go with the first call. A candidate whose
+    two texts are identical is masked without a call, like the self pairs of aa and pp.
+    """
+
+    def __init__(
+        self,
+        client: RerankerClient,
+        step: StepTexts,
+        blocks: Sequence[Block],
+        *,
+        margin_strategy: MarginStrategy,
+        margin: float,
+        instruction: str | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        self.client = client
+        self.step = step
+        self.blocks = list(blocks)
+        self.margin_strategy: MarginStrategy = margin_strategy
+        self.margin = margin
+        self.instruction = instruction
+        self.max_length = max_length
+        self.thresholds: np.ndarray | None = None
+        self.calls = 0
+        self.identity_masked = 0
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._values = np.zeros(0, dtype=np.float64)
+        self._n = max(len(step.texts), 1)
+
+    @property
+    def scored_pairs(self) -> int:
+        """Distinct pairs scored so far in this step."""
+        return len(self._keys)
+
+    def __call__(self, candidates: Candidates) -> np.ndarray:
+        """Which of ``candidates`` are masked (one ``score_pairs`` call for the new pairs)."""
+        cq, cd = self.step.candidate_ids(self.blocks, candidates)
+        identical = (cq == cd) & ~self.step.empty[cq]
+        ask = ~identical
+        if self.thresholds is None:
+            anchors = len(self.step.ids[0])
+            scores = self._scores(
+                np.concatenate([self.step.ids[0], cq[ask]]),
+                np.concatenate([self.step.ids[1], cd[ask]]),
+            )
+            self.thresholds, scores = scores[:anchors], scores[anchors:]
+        else:
+            scores = self._scores(cq[ask], cd[ask])
+        masked = identical.copy()
+        masked[ask] = gist_rule(
+            scores, self.thresholds[candidates.row[ask]], self.margin_strategy, self.margin
+        )
+        self.identity_masked += int(identical.sum())
+        return masked
+
+    def _scores(self, q: np.ndarray, d: np.ndarray) -> np.ndarray:
+        asked = ~(self.step.empty[q] | self.step.empty[d])
+        _warn_empty_texts_once(bool((~asked).any()))
+        keys = q * self._n + d
+        missing = np.setdiff1d(keys[asked], self._keys)
+        if len(missing):
+            pairs = np.stack([missing // self._n, missing % self._n], axis=1)
+            got = self.client.score_pairs(
+                self.step.texts,
+                self.step.texts,
+                pairs,
+                instruction=self.instruction,
+                max_length=self.max_length,
+            )
+            self.calls += 1
+            all_keys = np.concatenate([self._keys, missing])
+            order = np.argsort(all_keys, kind="stable")
+            self._keys = all_keys[order]
+            self._values = np.concatenate([self._values, np.asarray(got, dtype=np.float64)])[order]
+        out = np.full(keys.shape, np.nan)
+        out[asked] = self._values[np.searchsorted(self._keys, keys[asked])]
+        return out
+
+
 _warned_empty_texts = False
+
+
+def _warn_empty_texts_once(found: bool) -> None:
+    global _warned_empty_texts
+    if found and not _warned_empty_texts:
+        _warned_empty_texts = True
+        logger.warning(
+            "Some texts are empty after extraction (e.g. only unknown tokens were decoded); "
+            "their pairs are not sent to the reranker and are never masked."
+        )
+
+
+@dataclass
+class Selection:
+    """What a step's candidate selection scored, and which of those the judge masked."""
+
+    candidates: Candidates
+    masked: np.ndarray
+    audit_pairs: int = 0
+    estimated_recall: float = 1.0
+
+
+def judge_all(
+    candidates: Candidates, judge: GuideJudge, *, estimated_recall: float = 1.0
+) -> Selection:
+    """The selection of the plain loss and the presets: one call for a fixed set of candidates.
+
+    ``estimated_recall``: 1 for the plain loss, which asks about every candidate; NaN for the
+    presets, which do not estimate it.
+    """
+    return Selection(candidates, judge(candidates), estimated_recall=estimated_recall)
 
 
 def consult_reranker(
     client: RerankerClient,
     texts: Sequence[Sequence[str]],
     blocks: Sequence[Block],
-    candidates: Candidates,
+    select: Any,
     *,
     margin_strategy: MarginStrategy,
     margin: float,
     instruction: str | None,
     max_length: int | None,
     device: torch.device | str | None = None,
+    training: bool = True,
 ) -> tuple[GuideMasks, RerankerStepStats]:
-    """Score the step's distinct pairs in one ``score_pairs`` call and decide the masks."""
+    """Score the step's candidates and decide the masks.
+
+    ``select(step, judge)`` returns a :class:`Selection`, calling ``judge`` once per round (a
+    :class:`Candidates` for :func:`judge_all` with one call, or the adaptive budget).
+    """
     batch_size = len(texts[0])
-    plan = plan_pairs(texts, blocks, candidates)
-    global _warned_empty_texts
-    if not _warned_empty_texts and (
-        (plan.threshold_pair < 0).any() or (plan.candidate_pair < 0).any()
-    ):
-        _warned_empty_texts = True
-        logger.warning(
-            "Some texts are empty after extraction (e.g. only unknown tokens were decoded); "
-            "their pairs are not sent to the reranker and are never masked."
-        )
-    before = client.stats.snapshot()
-    scores: list[float] = []
-    if len(plan.pairs):
-        scores = client.score_pairs(
-            plan.texts,
-            plan.texts,
-            plan.pair_list(),
-            instruction=instruction,
-            max_length=max_length,
-        )
-    spent = client.stats.snapshot() - before
-    masks = decide_masks(
-        plan,
-        np.asarray(scores, dtype=np.float64),
+    step = StepTexts.of(texts)
+    judge = GuideJudge(
+        client,
+        step,
         blocks,
-        candidates,
-        batch_size,
         margin_strategy=margin_strategy,
         margin=margin,
-        device=device,
+        instruction=instruction,
+        max_length=max_length,
+    )
+    before = client.stats.snapshot()
+    started = time.monotonic()
+    selection: Selection = select(step, judge)
+    spent = client.stats.snapshot() - before
+    assert judge.thresholds is not None
+    masks = masks_from(
+        blocks, selection.candidates, selection.masked, judge.thresholds, batch_size, device=device
     )
     stats = RerankerStepStats(
         anchors=batch_size,
         naive_pairs=naive_pairs(blocks, batch_size),
-        considered_pairs=batch_size + len(candidates),
+        considered_pairs=batch_size + len(selection.candidates),
         sent_pairs=spent.pairs_sent,
         cache_hits=spent.cache_hits,
         requests=spent.requests,
+        retries=spent.retries,
+        fallbacks=spent.fallbacks,
         masked=masks.masked_candidates,
+        identity_masked=judge.identity_masked,
+        audit_pairs=selection.audit_pairs,
+        rounds=judge.calls,
+        estimated_recall=selection.estimated_recall,
+        wait_seconds=time.monotonic() - started,
     )
     return masks, stats

@@ -1,0 +1,163 @@
+"""The optimized loss's default selection (``_candidate_budget``), without a server or a model.
+
+The "service" is :class:`FakeCosineService`: the guide's cosine similarity of made-up text
+embeddings (clustered by topic, so that a batch holds many false negatives), scored through the
+real :class:`GuideJudge`, so the budget is checked on exactly what the loss runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from reranker_client.losses._candidate_budget import BudgetConfig, CandidateBudget
+from reranker_client.losses._reranker_guide import (
+    GuideJudge,
+    StepTexts,
+    all_candidates,
+    judge_all,
+    loss_blocks,
+)
+
+B = 192
+MARGIN = 0.05
+
+
+class FakeCosineService:
+    """Scores pairs with the cosine of fixed text embeddings; records every pair sent."""
+
+    def __init__(self, embeddings: dict[str, np.ndarray]) -> None:
+        self.embeddings = embeddings
+        self.sent: list[tuple[str, str]] = []
+
+    def score_pairs(self, queries, documents, pairs, **_: object) -> list[float]:
+        out = []
+        for q, d in np.asarray(pairs).tolist():
+            self.sent.append((queries[q], documents[d]))
+            out.append(float(self.embeddings[queries[q]] @ self.embeddings[documents[d]]))
+        return out
+
+
+def _batch(seed: int = 0):
+    """(texts per column, guide embeddings by text): 24 topics, texts repeat across rows."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(24, 32))
+    embeddings: dict[str, np.ndarray] = {}
+
+    def text(kind: str, topic: int, variant: int) -> str:
+        name = f"{kind} {topic} {variant}"
+        if name not in embeddings:
+            vector = centres[topic] + 0.6 * rng.normal(size=32)
+            embeddings[name] = vector / np.linalg.norm(vector)
+        return name
+
+    topics = rng.integers(0, 24, B)
+    anchors = [text("q", t, int(rng.integers(0, 6))) for t in topics]
+    positives = [text("p", t, int(rng.integers(0, 4))) for t in topics]
+    negatives = [text("p", int(rng.integers(0, 24)), int(rng.integers(0, 4))) for _ in topics]
+    return [anchors, positives, negatives], embeddings
+
+
+def _run(select, texts, embeddings):
+    service: Any = FakeCosineService(embeddings)
+    blocks = loss_blocks(3, contrast_anchors=True, contrast_positives=True)
+    step = StepTexts.of(texts)
+    judge = GuideJudge(service, step, blocks, margin_strategy="absolute", margin=MARGIN)
+    selection = select(step, judge, blocks)
+    c = selection.candidates
+    masked = set(
+        zip(
+            c.block[selection.masked].tolist(),
+            c.row[selection.masked].tolist(),
+            c.col[selection.masked].tolist(),
+        )
+    )
+    return masked, selection, judge, service
+
+
+def _everything(texts, embeddings):
+    return _run(
+        lambda step, judge, blocks: judge_all(all_candidates(blocks, B), judge), texts, embeddings
+    )
+
+
+def _student(texts, embeddings, noise: float = 0.0, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    columns = []
+    for column in texts:
+        vectors = np.stack([embeddings[t] for t in column])
+        columns.append(torch.from_numpy(vectors + noise * rng.normal(size=vectors.shape)))
+    return columns
+
+
+def test_student_equal_to_the_guide_reaches_the_target_within_the_cap() -> None:
+    texts, embeddings = _batch()
+    everything, *_ = _everything(texts, embeddings)
+    budget = CandidateBudget(
+        BudgetConfig(budget_ratio=0.01, max_budget_ratio=0.2, target_recall=0.99)
+    )
+    columns = _student(texts, embeddings)
+    masked, selection, judge, service = _run(
+        lambda step, judge, blocks: budget.run(columns, step.ids, blocks, judge), texts, embeddings
+    )
+    assert len(everything) > 4 * B, "the batch should hold many false negatives"
+    assert masked <= everything  # a sent candidate is masked exactly as when all are sent
+    assert len(masked) >= 0.99 * len(everything)
+    assert selection.estimated_recall >= 0.99
+    assert judge.calls > 1  # 1% to start with is too little here: the budget grew
+    assert judge.scored_pairs <= 0.2 * 4 * B * B
+    assert len(service.sent) == len(set(service.sent))  # each distinct pair once per step
+    # The next step starts from what this one needed, per block.
+    assert max(budget.ratios().values()) > 0.01
+
+
+def test_equal_texts_are_masked_without_a_call() -> None:
+    texts, embeddings = _batch()
+    budget = CandidateBudget(BudgetConfig(target_recall=None))
+    masked, _, judge, service = _run(
+        lambda step, judge, blocks: budget.run(
+            _student(texts, embeddings), step.ids, blocks, judge
+        ),
+        texts,
+        embeddings,
+    )
+    assert not [pair for pair in service.sent if pair[0] == pair[1]]
+    duplicates = {
+        (1, i, j) for i in range(B) for j in range(B) if i != j and texts[0][i] == texts[0][j]
+    }
+    assert duplicates and duplicates <= masked
+    assert judge.identity_masked >= len(duplicates)
+    assert judge.calls == 1  # no target: never grows
+
+
+def test_a_useless_student_stops_at_the_cap_and_says_so(caplog) -> None:
+    texts, embeddings = _batch()
+    everything, *_ = _everything(texts, embeddings)
+    budget = CandidateBudget(BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02))
+    noisy = _student(texts, embeddings, noise=50.0)  # ranks at random
+    masked, selection, judge, _ = _run(
+        lambda step, judge, blocks: budget.run(noisy, step.ids, blocks, judge), texts, embeddings
+    )
+    recall = len(masked) / len(everything)
+    assert judge.scored_pairs <= 0.02 * 4 * B * B + B  # the cap (plus the B thresholds)
+    assert recall < 0.5
+    # The audit sees the misses: the estimate is far below the target, near the truth.
+    assert selection.estimated_recall < 0.6
+    assert abs(selection.estimated_recall - recall) < 0.25
+    assert "below target_recall" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"budget_ratio": 0.0}, "budget_ratio"),
+        ({"budget_ratio": 0.5, "max_budget_ratio": 0.1}, "exceeds max_budget_ratio"),
+        ({"target_recall": 1.2}, "target_recall"),
+        ({"audit_ratio": 2.0}, "audit_ratio"),
+    ],
+)
+def test_budget_config_refuses_inconsistent_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BudgetConfig(**kwargs)
