@@ -16,12 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import Enum
 
-from .batch_queue import GroupKey, Pair
 from .embedding_cache import EmbeddingCache
 from .errors import EngineUnavailableError, InvalidRequestError
 from .model_family import PROMPT_VERSION, QWEN3_DEFAULT_INSTRUCTION, ModelFamily, detect_family
 from .pair_encoding import PairEncoder
-from .score_cache import Score
+from .scoring import GroupKey, Pair, Score
 from .settings import Settings
 
 logger = logging.getLogger("reranker_server")

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .backend import Backend, EngineGoneError
-from .batch_queue import GroupKey, Pair
 from .model_family import LLM_RERANKER_HF_OVERRIDES, ModelFamily
 from .pair_encoding import PairEncoder
-from .score_cache import Score
+from .scoring import GroupKey, Pair, Score
 from .settings import Settings
 
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch_queue import GroupKey, Pair
 from .model_family import (
     QWEN3_DEFAULT_INSTRUCTION,
     QWEN3_PREFIX,
@@ -20,7 +19,7 @@ from .model_family import (
     bi_encoder_query,
     qwen3_body,
 )
-from .score_cache import Score
+from .scoring import GroupKey, Pair, Score
 
 
 def sigmoid(x: float) -> float:

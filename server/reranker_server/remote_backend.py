@@ -24,11 +24,10 @@ from typing import Any
 import httpx
 
 from .backend import Backend, EngineGoneError
-from .batch_queue import GroupKey, Pair
 from .engine_pool import EnginePool, EngineRequestError, NoEngineError
 from .model_family import ModelFamily
 from .pair_encoding import EncodedPairs, PairEncoder
-from .score_cache import Score
+from .scoring import GroupKey, Pair, Score
 from .settings import Settings
 
 logger = logging.getLogger("reranker_server")

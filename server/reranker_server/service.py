@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from .backend import Backend, EngineState
-from .batch_queue import BatchQueue, GroupKey, Pair
+from .batch_queue import BatchQueue
 from .errors import EngineUnavailableError, InvalidRequestError
 from .metrics import Metrics
 from .schemas import (
@@ -19,7 +19,8 @@ from .schemas import (
     RerankResult,
     Usage,
 )
-from .score_cache import Score, ScoreCache, cache_key
+from .score_cache import ScoreCache, cache_key
+from .scoring import GroupKey, Pair, Score
 from .settings import Settings
 from .shared_cache import SharedScoreCache
 
