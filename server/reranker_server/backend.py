@@ -11,6 +11,7 @@ Both tokenise with ``PairEncoder``, so truncation and prompt format are the same
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from enum import Enum
 from .embedding_cache import EmbeddingCache
 from .errors import EngineUnavailableError, InvalidRequestError
 from .model_family import PROMPT_VERSION, QWEN3_DEFAULT_INSTRUCTION, ModelFamily, detect_family
+from .model_fingerprint import model_fingerprint
 from .pair_encoding import PairEncoder
 from .scoring import GroupKey, Pair, Score
 from .settings import Settings
@@ -54,6 +56,7 @@ class Backend(ABC):
         self.max_length = 0  # the model's limit, known once loaded
         self.batch_max_tokens: int | None = None
         self.encoder: PairEncoder | None = None
+        self.fingerprint = ""  # of the model's files and dtype, known once loaded
         self.embeddings = EmbeddingCache(settings.embedding_cache_size)
 
     # ---- life cycle -------------------------------------------------------------------------
@@ -61,7 +64,10 @@ class Backend(ABC):
     async def start(self) -> None:
         """Load (or connect to) the engine; ``state`` says when it is ready. Never raises."""
         try:
+            # Hashing the model's files overlaps loading it.
+            files = asyncio.create_task(asyncio.to_thread(model_fingerprint, self.settings.model))
             await self._start()
+            self.fingerprint = f"{await files}:{self._engine_dtype()}"
             # The first call is much slower than the rest; pay for it before reporting ready.
             key = GroupKey(self.default_instruction(), self.max_length)
             await self._score(key, [("warm-up query", "warm-up document")])
@@ -86,12 +92,22 @@ class Backend(ABC):
     async def _score(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
         """Score pairs; raise ``EngineGoneError`` when the engine can no longer answer."""
 
+    def _engine_dtype(self) -> str:
+        """The dtype the engine runs the model at (the setting, unless the engine says)."""
+        return self.settings.dtype
+
     @abstractmethod
     def _engine_alive(self) -> bool:
         """Whether the engine can take work now (checked on every request; must be cheap)."""
 
     async def aclose(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the engine (at shutdown)."""
+
+    @property
+    def cache_model_id(self) -> str:
+        """The model as score-cache keys name it: its name and its fingerprint, so that another
+        model (or dtype) behind the same name never gets this one's cached scores."""
+        return f"{self.model_name}@{self.fingerprint}"
 
     # ---- state ------------------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ class InProcessBackend(Backend):
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _engine_dtype(self) -> str:
+        return str(self._llm.model_config.dtype)  # "auto" resolved by the engine
+
     def _engine_alive(self) -> bool:
         """False once the engine core process has died (vLLM's monitor thread notices)."""
         try:

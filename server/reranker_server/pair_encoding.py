@@ -75,22 +75,39 @@ class PairEncoder:
         return self._bi_encoder(key, pairs)
 
     def _cross_encoder(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
-        queries = [q for q, _ in pairs]
-        docs = [d for _, d in pairs]
-        kwargs: dict[str, Any] = dict(max_length=key.max_length, return_offsets_mapping=True)
+        # Without padding, a pair's tokens from a batch call are its tokens alone; only the
+        # truncation fallback must be decided pair by pair, or one long query would re-cut
+        # every batch-mate (and its score would depend on its batch).
         try:
-            enc = self.tokenizer(queries, docs, truncation="only_second", **kwargs)
-        except Exception:  # noqa: BLE001
-            # A query longer than max_length on its own: cut both, longest first.
-            enc = self.tokenizer(queries, docs, truncation="longest_first", **kwargs)
-        out = EncodedPairs(prompts=list(enc["input_ids"]))
-        if "token_type_ids" in enc:
-            out.segment_starts = [_first_one(types) for types in enc["token_type_ids"]]
+            encoded = [self._cross_encoder_call(pairs, "only_second", key.max_length)]
+        except Exception:  # noqa: BLE001 - the tokenizer's "cannot truncate" is a bare Exception
+            encoded = [self._cross_encoder_pair(pair, key.max_length) for pair in pairs]
+        rows = [(enc, i) for enc in encoded for i in range(len(enc["input_ids"]))]
+        out = EncodedPairs(prompts=[list(enc["input_ids"][i]) for enc, i in rows])
+        if "token_type_ids" in encoded[0]:
+            out.segment_starts = [_first_one(enc["token_type_ids"][i]) for enc, i in rows]
             out.cut_pairs = [
                 _cut_pair(pair, enc.sequence_ids(i), enc["offset_mapping"][i])
-                for i, pair in enumerate(pairs)
+                for pair, (enc, i) in zip(pairs, rows, strict=True)
             ]
         return out
+
+    def _cross_encoder_call(self, pairs: Sequence[Pair], truncation: str, max_length: int) -> Any:
+        return self.tokenizer(
+            [q for q, _ in pairs],
+            [d for _, d in pairs],
+            truncation=truncation,
+            max_length=max_length,
+            return_offsets_mapping=True,
+        )
+
+    def _cross_encoder_pair(self, pair: Pair, max_length: int) -> Any:
+        """One pair alone: the document is cut first; a query longer than max_length on its
+        own is cut too (longest first), which changes no other pair."""
+        try:
+            return self._cross_encoder_call([pair], "only_second", max_length)
+        except Exception:  # noqa: BLE001
+            return self._cross_encoder_call([pair], "longest_first", max_length)
 
     def _llm_reranker(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
         instruction = key.instruction or QWEN3_DEFAULT_INSTRUCTION

@@ -86,7 +86,7 @@ class RerankService:
     async def score(self, key: GroupKey, pairs: Sequence[Pair]) -> tuple[list[Score], int]:
         """Scores for ``pairs`` in order, and how many came from the cache."""
         self._require_engine()
-        model, version = self.backend.model_name, self.backend.prompt_version
+        model, version = self.backend.cache_model_id, self.backend.prompt_version
         keys = [cache_key(model, version, key.instruction, key.max_length, q, d) for q, d in pairs]
         scores: list[Score | None] = [self.cache.get(k) for k in keys]
         misses = [i for i, s in enumerate(scores) if s is None]
