@@ -162,9 +162,9 @@ class Backend(ABC):
         try:
             return await self._score(key, pairs)
         except EngineGoneError as exc:
-            raise EngineUnavailableError(
-                self.unavailable_reason(), headers={"Retry-After": "5"}
-            ) from exc
+            # Dead, or (remote) every engine failed this batch while some are still in the pool.
+            reason = self.unavailable_reason() if not self.alive else str(exc)
+            raise EngineUnavailableError(reason, headers={"Retry-After": "5"}) from exc
 
 
 def create_backend(settings: Settings) -> Backend:

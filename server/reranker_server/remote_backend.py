@@ -41,7 +41,10 @@ class RemoteEngineBackend(Backend):
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
         )
         self.pool = EnginePool(
-            settings.engine_urls, self._client, settings.engine_health_interval_s
+            settings.engine_urls,
+            self._client,
+            settings.engine_health_interval_s,
+            settings.engine_failure_threshold,
         )
         self._engine_model: str | None = None
 
