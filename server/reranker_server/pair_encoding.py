@@ -7,6 +7,7 @@ backend: a pair is cut to ``max_length`` tokens by shortening the document first
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,9 @@ class PairEncoder:
     def __init__(self, family: ModelFamily, tokenizer: Any) -> None:
         self.family = family
         self.tokenizer = tokenizer
+        # A fast tokenizer's truncation settings are state of the one Rust object, set on each
+        # call: two batches tokenised at once on two threads would race on them.
+        self._lock = threading.Lock()
         self._prefix: list[int] = []
         self._suffix: list[int] = []
         if family is ModelFamily.LLM_RERANKER:
@@ -68,6 +72,11 @@ class PairEncoder:
             self.min_length = 2
 
     def encode(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
+        """The batch's engine input; each pair encoded on its own terms (thread-safe)."""
+        with self._lock:
+            return self._encode(key, pairs)
+
+    def _encode(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
         if self.family is ModelFamily.CROSS_ENCODER:
             return self._cross_encoder(key, pairs)
         if self.family is ModelFamily.LLM_RERANKER:
@@ -131,9 +140,9 @@ class PairEncoder:
         """Bi-encoder input: each text on its own, cut to max_length tokens."""
         if not texts:
             return []
-        return list(
-            self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        )
+        with self._lock:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
+        return list(enc["input_ids"])
 
     # ---- read-out ---------------------------------------------------------------------------
 

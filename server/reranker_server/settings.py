@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         description="A batch not answered within this is a hung engine: the service turns "
         "unhealthy and waiting callers get 503.",
     )
+    embedding_cache_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Bi-encoders: memory bound of the embedding cache, in MiB (vectors and "
+        "texts); 0 = off.",
+    )
     engine_failure_threshold: int = Field(
         default=3,
         ge=1,
