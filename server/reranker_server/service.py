@@ -141,7 +141,11 @@ class RerankService:
     async def _rerank_one(
         self, req: RerankRequest, texts: list[str], key: GroupKey
     ) -> RerankResponse:
-        scores, hits = await self.score(key, [(req.query, t) for t in texts])
+        # Tokens are counted (for usage) while the pairs are scored, not after.
+        (scores, hits), tokens = await asyncio.gather(
+            self.score(key, [(req.query, t) for t in texts]),
+            self._count_tokens(key, req.query, texts),
+        )
         order = sorted(range(len(scores)), key=lambda i: (-scores[i].relevance, i))
         if req.top_n:  # null and 0 both mean every document
             order = order[: req.top_n]
@@ -154,7 +158,6 @@ class RerankService:
             )
             for i in order
         ]
-        tokens = await self._count_tokens(key, req.query, texts)
         return RerankResponse(
             id=f"rerank-{uuid.uuid4().hex}",
             model=self.backend.model_name,
