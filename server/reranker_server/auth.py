@@ -106,11 +106,19 @@ class ApiKeyMiddleware:
 
 
 def document_auth(schema: dict[str, Any], open_paths: Iterable[str]) -> dict[str, Any]:
-    """State the bearer key in an OpenAPI schema: every operation needs it but the open ones."""
+    """State the bearer key in an OpenAPI schema: every operation needs it, and may answer 401,
+    but the open ones."""
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})["apiKey"] = {"type": "http", "scheme": "bearer"}
     schema["security"] = [{"apiKey": []}]
-    for path in open_paths:
-        for operation in schema.get("paths", {}).get(path, {}).values():
-            operation["security"] = []
+    unauthorized = {
+        "description": "Missing or invalid API key",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if path in open_paths:
+                operation["security"] = []
+            else:
+                operation.setdefault("responses", {}).setdefault("401", unauthorized)
     return schema

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from compat_helpers import ENV_KEYS
 
 pytestmark = pytest.mark.engine
 
@@ -24,26 +25,26 @@ MAX_EXAMPLES = 25
 SEED = 1
 
 
-def test_schemathesis_finds_no_failure(minilm_server, tmp_path):
-    operations = sum(
-        len(methods)
-        for methods in httpx.get(f"{minilm_server.url}/openapi.json").json()["paths"].values()
-    )
-    st = Path(sys.executable).with_name("st")
+def run_schemathesis(server, tmp_path, seed: int, headers: dict[str, str] | None = None) -> str:
+    """Run ``st run`` on every operation with every check; assert that it found nothing."""
+    schema = httpx.get(f"{server.url}/openapi.json", headers=headers).json()
+    operations = sum(len(methods) for methods in schema["paths"].values())
     command = [
-        str(st),
+        str(Path(sys.executable).with_name("st")),
         "run",
-        f"{minilm_server.url}/openapi.json",
+        f"{server.url}/openapi.json",
         "--checks=all",
         "--mode=all",
         f"--max-examples={MAX_EXAMPLES}",
-        f"--seed={SEED}",
+        f"--seed={seed}",
         "--workers=1",
         "--generation-database=none",
         "--request-timeout=120",
         "--no-color",
         "--output-sanitize=false",
     ]
+    for name, value in (headers or {}).items():
+        command.append(f"--header={name}: {value}")
     started = time.perf_counter()
     run = subprocess.run(
         command,
@@ -61,3 +62,16 @@ def test_schemathesis_finds_no_failure(minilm_server, tmp_path):
     assert f"Selected: {operations}/{operations}" in out and f"Tested: {operations}" in out, out
     assert "No issues found" in out, out[-8000:]
     assert generated and int(generated.group(1)) >= operations * 10
+    return out
+
+
+def test_schemathesis_finds_no_failure(minilm_server, tmp_path):
+    run_schemathesis(minilm_server, tmp_path, seed=1)
+
+
+def test_schemathesis_finds_no_failure_with_an_api_key(keyed_server, tmp_path):
+    # The schema declares the bearer key here, so "ignored_auth" also checks that every
+    # operation but the probes refuses a request without it.
+    run_schemathesis(
+        keyed_server, tmp_path, seed=3, headers={"Authorization": f"Bearer {ENV_KEYS[0]}"}
+    )
