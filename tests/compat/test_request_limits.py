@@ -50,7 +50,7 @@ def test_a_body_under_the_limit_is_served(keyed):
     [
         ("/rerank", {"query": "q", "documents": ["ok", "x" * (MAX_CHARS + 1)]}, "documents[1]"),
         ("/v1/rerank", {"query": "x" * (MAX_CHARS + 1), "documents": ["ok"]}, "query has"),
-        ("/rerank", {"query": "q", "texts": ["x" * (MAX_CHARS + 1)]}, "documents[0]"),
+        ("/rerank", {"query": "q", "texts": ["x" * (MAX_CHARS + 1)]}, "texts[0]"),
         (
             "/rerank_batch_simple",
             {"queries": ["q"], "documents": ["x" * (MAX_CHARS + 1)], "pairs": [[0, 0]]},
