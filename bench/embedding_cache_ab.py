@@ -27,8 +27,11 @@ def fresh_pass(url: str, n: int = 64) -> float:
     documents = [f"{tag} passage {j} that answers something else entirely" for j in range(n)]
     pairs = [[i, j] for i in range(n) for j in range(n)]
     started = time.perf_counter()
-    r = httpx.post(f"{url}/rerank_batch_simple", timeout=600,
-                   json={"queries": queries, "documents": documents, "pairs": pairs})
+    r = httpx.post(
+        f"{url}/rerank_batch_simple",
+        timeout=600,
+        json={"queries": queries, "documents": documents, "pairs": pairs},
+    )
     r.raise_for_status()
     return len(pairs) / (time.perf_counter() - started)
 
@@ -40,8 +43,12 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, size in (("cache on", "100000"), ("cache off", "0")):
-            server = ServerProcess("--dtype", "float32", log_path=Path(tmp) / f"{size}.log",
-                                   env={"RERANKER_EMBEDDING_CACHE_SIZE": size})
+            server = ServerProcess(
+                "--dtype",
+                "float32",
+                log_path=Path(tmp) / f"{size}.log",
+                env={"RERANKER_EMBEDDING_CACHE_SIZE": size},
+            )
             try:
                 server.wait_ready()
                 fresh_pass(server.url, 8)  # warm-up

@@ -45,6 +45,13 @@ def _parse_usage(data: Any) -> Usage:
     return Usage(pairs=_as_int(data.get("pairs", 0)), cache_hits=_as_int(data.get("cache_hits", 0)))
 
 
+def _document_text(document: Any) -> str | None:
+    # Servers since the Cohere-compatible API echo `{"text": ...}`; earlier ones a bare string.
+    if isinstance(document, dict):
+        return str(document["text"])
+    return document
+
+
 def parse_rerank_response(data: Any, n_documents: int, path: str = PATH_RERANK) -> RerankResponse:
     """Parse one rerank answer for a request that carried ``n_documents`` documents."""
     try:
@@ -53,7 +60,7 @@ def parse_rerank_response(data: Any, n_documents: int, path: str = PATH_RERANK) 
                 index=_as_int(item["index"]),
                 relevance_score=_as_float(item["relevance_score"]),
                 raw_score=None if item.get("raw_score") is None else _as_float(item["raw_score"]),
-                document=item.get("document"),
+                document=_document_text(item.get("document")),
             )
             for item in data["results"]
         ]

@@ -8,14 +8,17 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
 from . import __version__
+from .auth import ApiKeyMiddleware, ApiKeys, configured_keys, document_auth, open_paths
 from .backend import Backend, create_backend
 from .batch_queue import BatchQueue
 from .errors import install_error_handlers
 from .metrics import Metrics
+from .request_limits import BodySizeLimitMiddleware, state_max_length, state_text_limit
 from .routes import router
 from .score_cache import ScoreCache
 from .scoring import GroupKey, Score
@@ -30,6 +33,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     """Build the app. The engine starts loading when the app starts; until it is ready /health
     answers 503 and scoring requests get 503 with Retry-After."""
     settings = settings or Settings()
+    # Read before the engine starts loading: a bad key file must stop the server at once.
+    keys = ApiKeys(configured_keys(settings))
     backend = backend or create_backend(settings)
     metrics = Metrics()
 
@@ -92,6 +97,23 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+
+    # Added innermost first: metrics see every answer, and a request without a key is refused
+    # before its body is read.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if keys.enabled:
+        app.add_middleware(ApiKeyMiddleware, keys=keys, open_paths=open_paths(settings))
+    openapi = app.openapi
+
+    def openapi_with_limits() -> dict[str, Any]:
+        schema = state_text_limit(openapi(), settings.max_text_chars)
+        if backend.encoder is not None:  # the model's limits are known once it has loaded
+            state_max_length(schema, backend.encoder.min_length, backend.max_length)
+        if keys.enabled:
+            document_auth(schema, open_paths(settings))
+        return schema
+
+    app.openapi = openapi_with_limits  # type: ignore[method-assign]
 
     worker_id = str(os.getpid())
 

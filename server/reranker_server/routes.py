@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Discriminator, Tag
 
 from . import __version__
-from .errors import error_body
+from .compat import (
+    LenientRerankRequest,
+    TeiErrorResponse,
+    TeiRank,
+    TeiRerankRequest,
+    tei_as_rerank,
+    tei_ranks,
+)
+from .errors import TEI_STYLE, error_body
 from .model_family import SCORE_RANGE
+from .request_limits import check_text_lengths
 from .schemas import (
     ErrorResponse,
     HealthResponse,
@@ -32,6 +42,9 @@ def get_service(request: Request) -> RerankService:
 ServiceDep = Annotated[RerankService, Depends(get_service)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+    404: {"model": ErrorResponse, "description": "The request names another model"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
     422: {"model": ErrorResponse, "description": "Invalid request"},
     429: {"model": ErrorResponse, "description": "Too much work queued; retry later"},
     503: {"model": ErrorResponse, "description": "Engine loading or dead"},
@@ -40,11 +53,65 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
+def _body_kind(body: Any) -> str:
+    # TEI's request is told apart by its `texts` (the others send `documents`).
+    return "TeiRerankRequest" if isinstance(body, dict) and "texts" in body else "RerankRequest"
+
+
+#: /rerank's body: the native (and Cohere/Jina/vLLM) request, or TEI's.
+NativeOrTei = Annotated[
+    Annotated[RerankRequest, Tag("RerankRequest")]
+    | Annotated[TeiRerankRequest, Tag("TeiRerankRequest")],
+    Discriminator(_body_kind),
+]
+
+_TEI_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    422: {
+        "model": ErrorResponse | TeiErrorResponse,
+        "description": "Invalid request (in TEI's shape for TEI-shaped requests)",
+    },
+}
+
+
 @router.post(
-    "/rerank", response_model=RerankResponse, responses=_ERRORS, response_model_exclude_none=True
+    "/rerank",
+    response_model=RerankResponse | list[TeiRank],
+    responses=_TEI_ERRORS,
+    response_model_exclude_none=True,
 )
-async def rerank(body: RerankRequest, service: ServiceDep) -> RerankResponse:
-    """Rank documents against one query; results sorted by relevance, `index` into `documents`."""
+async def rerank(
+    body: Annotated[NativeOrTei, Body()], request: Request, service: ServiceDep
+) -> RerankResponse | list[TeiRank]:
+    """Rank documents against one query; results sorted by relevance, `index` into `documents`.
+
+    A body with `texts` is text-embeddings-inference's request, answered as TEI does: a list of
+    `{index, score, text?}` over every text, best first. Unknown fields are refused here; the
+    /v1 and /v2 routes ignore them."""
+    if isinstance(body, TeiRerankRequest):
+        request.state.error_style = TEI_STYLE
+        # Checked here too, so that the error names TEI's fields.
+        limit = service.settings.max_text_chars
+        check_text_lengths([("query", body.query), ("texts", body.texts)], limit)
+        response = await service.rerank(tei_as_rerank(body))
+        return tei_ranks(response, raw_scores=bool(body.raw_scores))
+    return await service.rerank(body)
+
+
+@router.post(
+    "/v1/rerank", response_model=RerankResponse, responses=_ERRORS, response_model_exclude_none=True
+)
+async def rerank_v1(body: LenientRerankRequest, service: ServiceDep) -> RerankResponse:
+    """/rerank for Cohere v1, Jina and vLLM clients; fields this server does not know are
+    ignored."""
+    return await service.rerank(body)
+
+
+@router.post(
+    "/v2/rerank", response_model=RerankResponse, responses=_ERRORS, response_model_exclude_none=True
+)
+async def rerank_v2(body: LenientRerankRequest, service: ServiceDep) -> RerankResponse:
+    """/rerank for Cohere v2 and vLLM clients; fields this server does not know are ignored."""
     return await service.rerank(body)
 
 

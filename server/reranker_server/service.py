@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .backend import Backend, EngineState
 from .batch_queue import BatchQueue
-from .errors import EngineUnavailableError, InvalidRequestError
+from .compat import document_texts, requested_max_length
+from .errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
 from .metrics import Metrics
+from .request_limits import check_text_lengths
 from .schemas import (
     RerankBatchRequest,
     RerankBatchResponse,
     RerankBatchSimpleRequest,
     RerankBatchSimpleResponse,
+    RerankDocumentOut,
     RerankRequest,
     RerankResponse,
     RerankResult,
+    RerankUsage,
     Usage,
 )
 from .score_cache import ScoreCache, cache_key
@@ -57,26 +62,36 @@ class RerankService:
     # ---- endpoints --------------------------------------------------------------------------
 
     async def rerank(self, req: RerankRequest) -> RerankResponse:
+        self._check_model(req.model)
         self._check_pair_count(len(req.documents))
-        key = self._group_key(req.instruction, req.max_length)
-        return await self._rerank_one(req, key)
+        texts = self._texts_of(req)
+        key = self._group_key(req.instruction, self._max_length_of(req))
+        return await self._rerank_one(req, texts, key)
 
     async def rerank_batch(self, req: RerankBatchRequest) -> RerankBatchResponse:
+        self._check_model(req.model)
         self._check_pair_count(sum(len(r.documents) for r in req.requests))
-        keys = []
+        texts, keys = [], []
         for i, r in enumerate(req.requests):
             try:
-                keys.append(self._group_key(r.instruction, r.max_length))
+                self._check_model(r.model)
+                texts.append(self._texts_of(r))
+                keys.append(self._group_key(r.instruction, self._max_length_of(r)))
             except InvalidRequestError as exc:
                 raise InvalidRequestError(f"requests[{i}]: {exc.detail}") from exc
         # All requests are queued before any is awaited, so the queue can group their pairs.
         results = await asyncio.gather(
-            *(self._rerank_one(r, k) for r, k in zip(req.requests, keys))
+            *(self._rerank_one(r, t, k) for r, t, k in zip(req.requests, texts, keys))
         )
         return RerankBatchResponse(results=list(results))
 
     async def rerank_batch_simple(self, req: RerankBatchSimpleRequest) -> RerankBatchSimpleResponse:
+        self._check_model(req.model)
         self._check_pair_count(len(req.pairs))
+        check_text_lengths(
+            [("queries", req.queries), ("documents", req.documents)],
+            self.settings.max_text_chars,
+        )
         nq, nd = len(req.queries), len(req.documents)
         for i, (qi, dj) in enumerate(req.pairs):
             if not (0 <= qi < nq and 0 <= dj < nd):
@@ -145,25 +160,56 @@ class RerankService:
         for k, score in fresh.items():
             self.cache.put(k, score)
 
-    async def _rerank_one(self, req: RerankRequest, key: GroupKey) -> RerankResponse:
-        scores, hits = await self.score(key, [(req.query, d) for d in req.documents])
+    async def _rerank_one(
+        self, req: RerankRequest, texts: list[str], key: GroupKey
+    ) -> RerankResponse:
+        # Tokens are counted (for usage) while the pairs are scored, not after.
+        (scores, hits), tokens = await asyncio.gather(
+            self.score(key, [(req.query, t) for t in texts]),
+            self._count_tokens(key, req.query, texts),
+        )
         order = sorted(range(len(scores)), key=lambda i: (-scores[i].relevance, i))
-        if req.top_n is not None:
+        if req.top_n:  # null and 0 both mean every document
             order = order[: req.top_n]
         results = [
             RerankResult(
                 index=i,
                 relevance_score=scores[i].relevance,
                 raw_score=scores[i].raw,
-                document=req.documents[i] if req.return_documents else None,
+                document=self._echo(req, texts, i) if req.return_documents else None,
             )
             for i in order
         ]
         return RerankResponse(
+            id=f"rerank-{uuid.uuid4().hex}",
             model=self.backend.model_name,
             results=results,
-            usage=Usage(pairs=len(scores), cache_hits=hits),
+            usage=RerankUsage(
+                pairs=len(scores), cache_hits=hits, prompt_tokens=tokens, total_tokens=tokens
+            ),
         )
+
+    @staticmethod
+    def _echo(req: RerankRequest, texts: list[str], i: int) -> RerankDocumentOut:
+        """The document as sent: an object keeps its other fields (as Cohere answers), and
+        gets the text it was ranked on if it had none."""
+        doc = req.documents[i]
+        if isinstance(doc, str):
+            return RerankDocumentOut(text=doc)
+        return RerankDocumentOut(**{**(doc.model_extra or {}), "text": doc.text or texts[i]})
+
+    async def _count_tokens(self, key: GroupKey, query: str, texts: list[str]) -> int:
+        encoder = self.backend.encoder
+        if encoder is None:
+            return 0
+
+        def count() -> int:
+            ids = encoder.tokenizer([query, *texts], truncation=True, max_length=key.max_length)
+            lengths = [len(x) for x in ids["input_ids"]]
+            return lengths[0] * len(texts) + sum(lengths[1:])
+
+        # Off the event loop: a large request's texts take a while to tokenise.
+        return await asyncio.to_thread(count)
 
     # ---- checks -----------------------------------------------------------------------------
 
@@ -177,6 +223,33 @@ class RerankService:
     def _group_key(self, instruction: str | None, max_length: int | None) -> GroupKey:
         self._require_engine()  # the model's limits are known only once it is loaded
         return self.backend.group_key(instruction, max_length)
+
+    def _check_model(self, name: str | None) -> None:
+        """A request may name the model (Cohere, Jina and vLLM clients do); it must be this one."""
+        if name is None:
+            return
+        served = self.backend.model_name
+        accepted = {served, self.settings.model, *self.settings.model_aliases}
+        if name not in accepted:
+            aliases = self.settings.model_aliases
+            also = f" (or its aliases {', '.join(aliases)})" if aliases else ""
+            raise ModelNotFoundError(
+                f"the model {name!r} is not served here: this server serves {served!r}{also}; "
+                "send that name, or none (RERANKER_MODEL_ALIASES adds names)"
+            )
+
+    def _max_length_of(self, req: RerankRequest) -> int | None:
+        self._require_engine()  # the model's limits are known only once it is loaded
+        encoder = self.backend.encoder
+        lowest = encoder.min_length if encoder is not None else 1
+        return requested_max_length(req, lowest, self.backend.max_length)
+
+    def _texts_of(self, req: RerankRequest) -> list[str]:
+        texts = document_texts(req)
+        check_text_lengths(
+            [("query", req.query), ("documents", texts)], self.settings.max_text_chars
+        )
+        return texts
 
     def _check_pair_count(self, n: int) -> None:
         limit = self.settings.max_pairs_per_request

@@ -142,11 +142,46 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    # API keys, client compatibility and input limits.
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Keys accepted as `Authorization: Bearer <key>` (comma-separated in the "
+        "environment); empty, with no API_KEY_FILE, = no authentication.",
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="File of keys, one per line (blank lines and # comments ignored), added to "
+        "API_KEY; a file that cannot be read stops the server at start-up.",
+    )
+    metrics_require_key: bool = Field(
+        default=False, description="Whether /metrics needs a key too (/health and /livez never)."
+    )
+    model_aliases: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Other names a request's `model` may give for the served model "
+        "(comma-separated in the environment).",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Larger request bodies get 413."
+    )
+    max_text_chars: int = Field(
+        default=100_000,
+        ge=1,
+        description="Longest query or document, in characters; longer ones get 422.",
+    )
+
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("api_key", "model_aliases", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
     @property
