@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .._client import RerankerClient
-from .._exceptions import RerankerError
+from .._exceptions import RerankerAuthenticationError, RerankerError
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,16 @@ def check_service(client: RerankerClient) -> dict[str, str]:
     """Check ``/health`` and ``/info``; return the guide's model, family and version.
 
     Raises:
-        RuntimeError: The service is not reachable, not ready or refuses the key; the message
-            says which and how to fix it.
+        RerankerAuthenticationError: The service refuses the key (its message says how to pass
+            one); waiting would not help, so it is not reported as "not ready".
+        RuntimeError: The service is not reachable or not ready; the message says how to fix it.
     """
     url = public_url(client.base_url)
     try:
         client.health()
         info = client.info()
+    except RerankerAuthenticationError:
+        raise
     except RerankerError as exc:
         raise RuntimeError(
             f"The reranker service at {url} is not ready: {exc}. Start it (reranker-server), "
