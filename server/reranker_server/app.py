@@ -13,11 +13,12 @@ from fastapi import FastAPI, Request, Response
 
 from . import __version__
 from .backend import Backend, create_backend
-from .batch_queue import BatchQueue, GroupKey
+from .batch_queue import BatchQueue
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .routes import router
-from .score_cache import Score, ScoreCache
+from .score_cache import ScoreCache
+from .scoring import GroupKey, Score
 from .service import RerankService
 from .settings import Settings
 from .shared_cache import SharedScoreCache
@@ -43,7 +44,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         max_batch_pairs=settings.batch_max_pairs,
         max_wait_ms=settings.batch_max_wait_ms,
         max_queued_pairs=settings.max_queued_pairs,
+        max_in_flight=settings.batches_in_flight,
+        batch_timeout_s=settings.engine_batch_timeout_s,
         on_batch=on_batch,
+        on_failure=backend.mark_dead,  # /health then answers 503 with the reason
     )
     shared = (
         SharedScoreCache(

@@ -5,21 +5,42 @@ A bi-encoder scores a pair from two independent embeddings, so a text met again 
 embedded again. Keyed by (max_length, text), where the text already carries the instruction
 prefix. An embedding does not depend on what else was in its engine batch (tested to 1e-5), so
 a cached vector is the vector the engine would compute.
+
+Bounded by bytes (vectors and texts), not only by entries: a vector's size is the model's
+dimension, from 384 floats to several thousand, so an entry count alone says little about memory.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 from cachetools import LRUCache
 
+_Key = tuple[int, str]
+
+
+def _entry_bytes(value: tuple[np.ndarray, int]) -> int:
+    vector, text_bytes = value
+    return vector.nbytes + text_bytes
+
 
 class EmbeddingCache:
-    def __init__(self, maxsize: int) -> None:
-        self._lru: LRUCache[tuple[int, str], np.ndarray] | None = (
-            LRUCache(maxsize) if maxsize > 0 else None
+    """An LRU of text embeddings within ``max_bytes`` and ``max_entries``; either 0 = off."""
+
+    def __init__(self, max_entries: int, max_bytes: int = 1 << 30) -> None:
+        self.max_entries = max_entries
+        self._lru: LRUCache[_Key, tuple[np.ndarray, int]] | None = (
+            LRUCache(max_bytes, getsizeof=_entry_bytes)
+            if max_entries > 0 and max_bytes > 0
+            else None
         )
+
+    @property
+    def bytes(self) -> int:
+        """The memory held, as counted against the bound."""
+        return 0 if self._lru is None else int(self._lru.currsize)
 
     def lookup(
         self, max_length: int, texts: Sequence[str]
@@ -27,7 +48,10 @@ class EmbeddingCache:
         """The cached vector of each text (None if absent) and the positions still to embed."""
         if self._lru is None:
             return [None] * len(texts), list(range(len(texts)))
-        vectors = [self._lru.get((max_length, t)) for t in texts]
+        vectors = []
+        for t in texts:
+            hit = self._lru.get((max_length, t))
+            vectors.append(None if hit is None else hit[0])
         return vectors, [i for i, v in enumerate(vectors) if v is None]
 
     def fill(
@@ -36,14 +60,20 @@ class EmbeddingCache:
         texts: Sequence[str],
         vectors: list[np.ndarray | None],
         missing: Sequence[int],
-        fresh: Sequence[Sequence[float]],
+        fresh: Sequence[np.ndarray],
     ) -> list[np.ndarray]:
         """Put the freshly embedded ``missing`` texts into ``vectors`` and the cache."""
         for i, embedding in zip(missing, fresh, strict=True):
             vector = np.asarray(embedding, dtype=np.float32)  # the engine's own precision
             vectors[i] = vector
             if self._lru is not None:
-                self._lru[(max_length, texts[i])] = vector
+                text = texts[i]
+                try:
+                    self._lru[(max_length, text)] = (vector, sys.getsizeof(text))
+                except ValueError:  # one vector larger than the whole bound: not kept
+                    pass
+                while len(self._lru) > self.max_entries:
+                    self._lru.popitem()
         return [v for v in vectors if v is not None]
 
     def __len__(self) -> int:

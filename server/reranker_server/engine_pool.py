@@ -1,7 +1,10 @@
 """A pool of remote engines: round-robin over the healthy ones, health checks, fail-over.
 
-Each engine's ``/health`` is polled in the background. An engine that fails a request is taken
-out at once, and comes back when its health check passes again.
+Each engine's ``/health`` is polled in the background. An engine that refuses the connection is
+taken out at once (its process is gone). One that times out or answers 5xx is taken out only after
+``failure_threshold`` such failures in a row: one slow or unlucky batch (which another engine may
+fail just the same) must not empty the pool. Either way the batch fails over to the next engine,
+and an engine taken out comes back when its health check passes again.
 """
 
 from __future__ import annotations
@@ -35,12 +38,19 @@ class Engine:
 
 
 class EnginePool:
-    def __init__(self, urls: list[str], client: httpx.AsyncClient, health_interval_s: float):
+    def __init__(
+        self,
+        urls: list[str],
+        client: httpx.AsyncClient,
+        health_interval_s: float,
+        failure_threshold: int = 1,
+    ):
         if not urls:
             raise ValueError("the engine pool needs at least one engine URL")
         self.engines = [Engine(u.rstrip("/")) for u in urls]
         self._client = client
         self._interval = health_interval_s
+        self.failure_threshold = failure_threshold
         self._turn = itertools.count()
         self._task: asyncio.Task[None] | None = None
 
@@ -59,6 +69,8 @@ class EnginePool:
             ok = False
         if ok != engine.healthy:
             logger.warning("engine %s is %s", engine.url, "healthy" if ok else "unhealthy")
+            if ok:
+                engine.failures = 0  # back on probation from scratch
         engine.healthy = ok
 
     def start(self) -> None:
@@ -86,6 +98,19 @@ class EnginePool:
         start = next(self._turn) % len(healthy)
         return healthy[start:] + healthy[:start]
 
+    def _failed(self, engine: Engine, exc: Exception) -> None:
+        engine.failures += 1
+        gone = isinstance(exc, httpx.ConnectError) or engine.failures >= self.failure_threshold
+        if gone:
+            engine.healthy = False
+        logger.warning(
+            "engine %s failed (%s, %d in a row)%s; failing over",
+            engine.url,
+            type(exc).__name__,
+            engine.failures,
+            ", taken out until its health check passes" if gone else "",
+        )
+
     async def call(self, fn: Callable[[httpx.AsyncClient, str], Awaitable[T]]) -> T:
         """Run ``fn(client, engine_url)`` on a healthy engine, failing over to the others."""
         errors = []
@@ -95,9 +120,7 @@ class EnginePool:
             except EngineRequestError:
                 raise
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                engine.healthy = False
-                engine.failures += 1
-                logger.warning("engine %s failed (%s); failing over", engine.url, exc)
+                self._failed(engine, exc)
                 errors.append(f"{engine.url}: {type(exc).__name__}")
                 continue
             engine.failures = 0

@@ -1,7 +1,8 @@
 """The in-process engine: a vLLM ``LLM`` (pooling runner) in this process.
 
-All engine calls, tokenisation included, run on one dedicated thread, so the event loop never
-waits for the engine: /health and small requests are answered while a large batch is scored.
+All engine calls run on one dedicated thread, so the event loop never waits for the engine:
+/health and small requests are answered while a large batch is scored. Tokenisation and read-out
+(in the base class) run on other threads, so they overlap the engine's work on another batch.
 vLLM runs the model itself in its engine-core child process.
 """
 
@@ -9,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from .backend import Backend, EngineGoneError
-from .batch_queue import GroupKey, Pair
 from .model_family import LLM_RERANKER_HF_OVERRIDES, ModelFamily
-from .pair_encoding import PairEncoder
-from .score_cache import Score
+from .pair_encoding import EncodedPairs, PairEncoder
 from .settings import Settings
+
+R = TypeVar("R")
 
 
 class InProcessBackend(Backend):
@@ -70,6 +73,9 @@ class InProcessBackend(Backend):
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _engine_dtype(self) -> str:
+        return str(self._llm.model_config.dtype)  # "auto" resolved by the engine
+
     def _engine_alive(self) -> bool:
         """False once the engine core process has died (vLLM's monitor thread notices)."""
         try:
@@ -80,10 +86,11 @@ class InProcessBackend(Backend):
             self.mark_dead("the engine core process died")
         return not dead
 
-    async def _score(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
+    async def _on_engine_thread(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run an engine call on the engine's own thread; ``EngineGoneError`` if it died."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._score_sync, key, pairs)
+            return await loop.run_in_executor(self._executor, fn, *args)
         except Exception as exc:
             from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -92,25 +99,23 @@ class InProcessBackend(Backend):
                 raise EngineGoneError(str(exc)) from exc
             raise
 
-    def _score_sync(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
+    async def _embed(self, token_ids: list[list[int]]) -> list[np.ndarray]:
+        return await self._on_engine_thread(self._embed_sync, token_ids)
+
+    async def _classify(self, encoded: EncodedPairs) -> list[float]:
+        return await self._on_engine_thread(self._classify_sync, encoded)
+
+    def _embed_sync(self, token_ids: list[list[int]]) -> list[np.ndarray]:
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
+        outputs = self._llm.embed(prompts, use_tqdm=False)
+        return [np.asarray(o.outputs.embedding, dtype=np.float32) for o in outputs]
+
+    def _classify_sync(self, encoded: EncodedPairs) -> list[float]:
         from vllm.inputs import TokensPrompt
         from vllm.pooling_params import PoolingParams
 
-        assert self.encoder is not None
-        encoded = self.encoder.encode(key, pairs)
-        if self.family is ModelFamily.BI_ENCODER:
-            vectors, missing = self.embeddings.lookup(key.max_length, encoded.texts)
-            fresh: list[Any] = []
-            if missing:
-                ids = self.encoder.tokenize_texts(
-                    key.max_length, [encoded.texts[i] for i in missing]
-                )
-                outputs = self._llm.embed(
-                    [TokensPrompt(prompt_token_ids=x) for x in ids], use_tqdm=False
-                )
-                fresh = [o.outputs.embedding for o in outputs]
-            filled = self.embeddings.fill(key.max_length, encoded.texts, vectors, missing, fresh)
-            return PairEncoder.scores_from_embeddings(encoded, filled)
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in encoded.prompts]
         params = []
         for i in range(len(prompts)):
@@ -120,4 +125,4 @@ class InProcessBackend(Backend):
                 p.extra_kwargs = {"compressed_token_type_ids": encoded.segment_starts[i]}
             params.append(p)
         outputs = self._llm.classify(prompts, pooling_params=params, use_tqdm=False)
-        return PairEncoder.scores_from_logits([o.outputs.probs[0] for o in outputs])
+        return [o.outputs.probs[0] for o in outputs]

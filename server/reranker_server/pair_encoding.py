@@ -7,11 +7,11 @@ backend: a pair is cut to ``max_length`` tokens by shortening the document first
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batch_queue import GroupKey, Pair
 from .model_family import (
     QWEN3_DEFAULT_INSTRUCTION,
     QWEN3_PREFIX,
@@ -20,7 +20,7 @@ from .model_family import (
     bi_encoder_query,
     qwen3_body,
 )
-from .score_cache import Score
+from .scoring import GroupKey, Pair, Score
 
 
 def sigmoid(x: float) -> float:
@@ -56,6 +56,9 @@ class PairEncoder:
     def __init__(self, family: ModelFamily, tokenizer: Any) -> None:
         self.family = family
         self.tokenizer = tokenizer
+        # A fast tokenizer's truncation settings are state of the one Rust object, set on each
+        # call: two batches tokenised at once on two threads would race on them.
+        self._lock = threading.Lock()
         self._prefix: list[int] = []
         self._suffix: list[int] = []
         if family is ModelFamily.LLM_RERANKER:
@@ -69,6 +72,11 @@ class PairEncoder:
             self.min_length = 2
 
     def encode(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
+        """The batch's engine input; each pair encoded on its own terms (thread-safe)."""
+        with self._lock:
+            return self._encode(key, pairs)
+
+    def _encode(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
         if self.family is ModelFamily.CROSS_ENCODER:
             return self._cross_encoder(key, pairs)
         if self.family is ModelFamily.LLM_RERANKER:
@@ -76,22 +84,39 @@ class PairEncoder:
         return self._bi_encoder(key, pairs)
 
     def _cross_encoder(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
-        queries = [q for q, _ in pairs]
-        docs = [d for _, d in pairs]
-        kwargs: dict[str, Any] = dict(max_length=key.max_length, return_offsets_mapping=True)
+        # Without padding, a pair's tokens from a batch call are its tokens alone; only the
+        # truncation fallback must be decided pair by pair, or one long query would re-cut
+        # every batch-mate (and its score would depend on its batch).
         try:
-            enc = self.tokenizer(queries, docs, truncation="only_second", **kwargs)
-        except Exception:  # noqa: BLE001
-            # A query longer than max_length on its own: cut both, longest first.
-            enc = self.tokenizer(queries, docs, truncation="longest_first", **kwargs)
-        out = EncodedPairs(prompts=list(enc["input_ids"]))
-        if "token_type_ids" in enc:
-            out.segment_starts = [_first_one(types) for types in enc["token_type_ids"]]
+            encoded = [self._cross_encoder_call(pairs, "only_second", key.max_length)]
+        except Exception:  # noqa: BLE001 - the tokenizer's "cannot truncate" is a bare Exception
+            encoded = [self._cross_encoder_pair(pair, key.max_length) for pair in pairs]
+        rows = [(enc, i) for enc in encoded for i in range(len(enc["input_ids"]))]
+        out = EncodedPairs(prompts=[list(enc["input_ids"][i]) for enc, i in rows])
+        if "token_type_ids" in encoded[0]:
+            out.segment_starts = [_first_one(enc["token_type_ids"][i]) for enc, i in rows]
             out.cut_pairs = [
                 _cut_pair(pair, enc.sequence_ids(i), enc["offset_mapping"][i])
-                for i, pair in enumerate(pairs)
+                for pair, (enc, i) in zip(pairs, rows, strict=True)
             ]
         return out
+
+    def _cross_encoder_call(self, pairs: Sequence[Pair], truncation: str, max_length: int) -> Any:
+        return self.tokenizer(
+            [q for q, _ in pairs],
+            [d for _, d in pairs],
+            truncation=truncation,
+            max_length=max_length,
+            return_offsets_mapping=True,
+        )
+
+    def _cross_encoder_pair(self, pair: Pair, max_length: int) -> Any:
+        """One pair alone: the document is cut first; a query longer than max_length on its
+        own is cut too (longest first), which changes no other pair."""
+        try:
+            return self._cross_encoder_call([pair], "only_second", max_length)
+        except Exception:  # noqa: BLE001
+            return self._cross_encoder_call([pair], "longest_first", max_length)
 
     def _llm_reranker(self, key: GroupKey, pairs: Sequence[Pair]) -> EncodedPairs:
         instruction = key.instruction or QWEN3_DEFAULT_INSTRUCTION
@@ -115,9 +140,9 @@ class PairEncoder:
         """Bi-encoder input: each text on its own, cut to max_length tokens."""
         if not texts:
             return []
-        return list(
-            self.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        )
+        with self._lock:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
+        return list(enc["input_ids"])
 
     # ---- read-out ---------------------------------------------------------------------------
 

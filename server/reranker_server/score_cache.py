@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    """One pair's score: ``relevance`` is what clients rank by, ``raw`` the model's own output."""
-
-    relevance: float
-    raw: float | None = None
+from .scoring import Score
 
 
 def _field(value: str | int | None) -> bytes:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .backend import Backend, EngineState
-from .batch_queue import BatchQueue, GroupKey, Pair
+from .batch_queue import BatchQueue
 from .errors import EngineUnavailableError, InvalidRequestError
 from .metrics import Metrics
 from .schemas import (
@@ -19,9 +20,21 @@ from .schemas import (
     RerankResult,
     Usage,
 )
-from .score_cache import Score, ScoreCache, cache_key
+from .score_cache import ScoreCache, cache_key
+from .scoring import GroupKey, Pair, Score
 from .settings import Settings
 from .shared_cache import SharedScoreCache
+
+# Hashing and looking up this many pairs takes ~7 ms here (100 000 take 0.7 s): above it, the
+# work goes to a thread so that /health and small requests are not held up behind it.
+_OFF_LOOP_PAIRS = 1000
+R = TypeVar("R")
+
+
+async def _off_loop_if_large(n: int, fn: Callable[..., R], *args: Any) -> R:
+    if n >= _OFF_LOOP_PAIRS:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 
 class RerankService:
@@ -85,9 +98,7 @@ class RerankService:
     async def score(self, key: GroupKey, pairs: Sequence[Pair]) -> tuple[list[Score], int]:
         """Scores for ``pairs`` in order, and how many came from the cache."""
         self._require_engine()
-        model, version = self.backend.model_name, self.backend.prompt_version
-        keys = [cache_key(model, version, key.instruction, key.max_length, q, d) for q, d in pairs]
-        scores: list[Score | None] = [self.cache.get(k) for k in keys]
+        keys, scores = await _off_loop_if_large(len(pairs), self._local_lookup, key, pairs)
         misses = [i for i, s in enumerate(scores) if s is None]
         if misses and self.shared is not None:
             found = await self.shared.get_many([keys[i] for i in misses])
@@ -116,12 +127,23 @@ class RerankService:
             for i, fut in zip(misses, futures):
                 score = fut.result()  # raises the engine's error for this caller
                 scores[i] = score
-                self.cache.put(keys[i], score)
                 fresh[keys[i]] = score
+            await _off_loop_if_large(len(fresh), self._local_store, fresh)
             self.metrics.cache_entries.set(len(self.cache))
             if self.shared is not None:
                 await self.shared.put_many(list(fresh.items()))
         return [s for s in scores if s is not None], hits
+
+    def _local_lookup(
+        self, key: GroupKey, pairs: Sequence[Pair]
+    ) -> tuple[list[bytes], list[Score | None]]:
+        model, version = self.backend.cache_model_id, self.backend.prompt_version
+        keys = [cache_key(model, version, key.instruction, key.max_length, q, d) for q, d in pairs]
+        return keys, [self.cache.get(k) for k in keys]
+
+    def _local_store(self, fresh: dict[bytes, Score]) -> None:
+        for k, score in fresh.items():
+            self.cache.put(k, score)
 
     async def _rerank_one(self, req: RerankRequest, key: GroupKey) -> RerankResponse:
         scores, hits = await self.score(key, [(req.query, d) for d in req.documents])

@@ -100,6 +100,32 @@ class Settings(BaseSettings):
         description="After a Redis failure, how long to use the local cache alone.",
     )
 
+    # Engine pipeline: batches in flight, supervision, remote fail-over.
+    engine_batches_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Engine batches scored at once (the next one is tokenised while the engine "
+        "runs one); unset = 2 per engine.",
+    )
+    engine_batch_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A batch not answered within this is a hung engine: the service turns "
+        "unhealthy and waiting callers get 503.",
+    )
+    embedding_cache_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Bi-encoders: memory bound of the embedding cache, in MiB (vectors and "
+        "texts); 0 = off.",
+    )
+    engine_failure_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed batches (timeouts, 5xx) before a remote engine is taken "
+        "out of the pool; a refused connection takes it out at once.",
+    )
+
     # HTTP workers.
     workers: int = Field(
         default=1, ge=1, description="uvicorn worker processes; above 1 needs ENGINE_URLS."
@@ -116,6 +142,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
         return value
+
+    @property
+    def batches_in_flight(self) -> int:
+        """``engine_batches_in_flight``, or its default of two per engine."""
+        engines = max(1, len(self.engine_urls))
+        return self.engine_batches_in_flight or 2 * engines
 
     @property
     def model_name(self) -> str:

@@ -14,7 +14,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from .score_cache import Score
+from .scoring import Score
 
 logger = logging.getLogger("reranker_server")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from reranker_server.batch_queue import BatchQueue, GroupKey
-from reranker_server.errors import OverloadedError
+from reranker_server.batch_queue import BatchQueue
+from reranker_server.errors import EngineUnavailableError, OverloadedError
+from reranker_server.scoring import GroupKey
 
 
 class FakeScorer:
@@ -16,6 +17,8 @@ class FakeScorer:
         self.batches: list[tuple[GroupKey, list[tuple[str, str]]]] = []
         self.delay = delay
         self.fail = fail
+        self.running = 0
+        self.most_running = 0
 
     @staticmethod
     def value(key: GroupKey, pair: tuple[str, str]) -> str:
@@ -23,7 +26,12 @@ class FakeScorer:
 
     async def __call__(self, key, pairs):
         self.batches.append((key, list(pairs)))
-        await asyncio.sleep(self.delay)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.running -= 1
         if self.fail:
             raise self.fail
         return [self.value(key, p) for p in pairs]
@@ -153,3 +161,106 @@ async def test_oldest_ripe_group_goes_first():
     await results(f_old + f_new)
     assert [k for k, _ in scorer.batches] == [old, new]
     await q.close()
+
+
+async def _keep_fed(q, key, stop: asyncio.Event, backlog: int) -> None:
+    """A training stream: keeps at least ``backlog`` pairs of one group queued, all the time."""
+    n = 0
+    while not stop.is_set():
+        if q.depth < backlog:
+            q.submit(key, [("stream", f"d{n + i}") for i in range(4)])
+            n += 4
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_a_continuously_fed_group_does_not_starve_another(in_flight):
+    """The issue's starvation: a stream of one group kept queued, then one pair of another group.
+    It must be scored within a couple of batches, not when the stream stops."""
+    scorer = FakeScorer(delay=0.01)
+    q = make_queue(scorer, max_batch_pairs=4, max_wait_ms=5, max_in_flight=in_flight)
+    stream, online = GroupKey(None, 5), GroupKey("another instruction", 5)
+    stop = asyncio.Event()
+    feeder = asyncio.create_task(_keep_fed(q, stream, stop, backlog=40))
+    await asyncio.sleep(0.1)  # the stream is flowing, with ten batches queued
+    before = len(scorer.batches)
+    futures = q.submit(online, [("online", "d")])
+    await asyncio.wait_for(results(futures), timeout=5)
+    # Batches cut after it was queued and before it: at most those in flight, then its own.
+    online_at = next(i for i, (k, _) in enumerate(scorer.batches) if k == online)
+    assert online_at - before <= in_flight
+    assert q.depth >= 20, "the stream stopped, so this did not test sustained load"
+    stop.set()
+    await feeder
+    await q.close()
+
+
+async def test_ripe_groups_take_turns():
+    scorer = FakeScorer(delay=0.005)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1)
+    a, b, c = GroupKey("a", 5), GroupKey("b", 5), GroupKey("c", 5)
+    futures = q.submit(a, [("q", str(i)) for i in range(6)])
+    futures += q.submit(b, [("q", str(i)) for i in range(4)])
+    futures += q.submit(c, [("q", "0")])
+    await results(futures)
+    assert [k.instruction for k, _ in scorer.batches] == ["a", "b", "c", "a", "b", "a"]
+    await q.close()
+
+
+async def test_several_batches_in_flight():
+    scorer = FakeScorer(delay=0.05)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, max_in_flight=3)
+    key = GroupKey(None, 5)
+    pairs = [("q", str(i)) for i in range(12)]
+    assert await results(q.submit(key, pairs)) == [FakeScorer.value(key, p) for p in pairs]
+    assert scorer.most_running == 3
+    await q.close()
+
+
+async def test_a_hung_engine_breaks_the_queue_with_503():
+    scorer = FakeScorer(delay=60)
+    reasons: list[str] = []
+    q = make_queue(scorer, max_wait_ms=1, batch_timeout_s=0.1, on_failure=reasons.append)
+    key = GroupKey(None, 5)
+    running = q.submit(key, [("q", str(i)) for i in range(4)])
+    await asyncio.sleep(0.02)
+    waiting = q.submit(key, [("q", "later")])
+    await asyncio.wait_for(asyncio.wait(set(running + waiting)), timeout=5)
+    for f in running + waiting:
+        assert isinstance(f.exception(), EngineUnavailableError)
+        assert "did not answer" in f.exception().detail
+    assert len(reasons) == 1 and "within 0.1 s" in reasons[0]
+    with pytest.raises(EngineUnavailableError):
+        q.submit(key, [("q", "new")])
+    await q.close()
+
+
+async def test_a_dead_queue_task_fails_callers_and_reports_it():
+    q = make_queue(FakeScorer(), max_wait_ms=50)
+    reasons: list[str] = []
+    q._on_failure = reasons.append
+
+    def broken(now):  # a fault inside the queue's own loop (a bug), injected for the test
+        raise ValueError("bug in the queue")
+
+    q._next_batch = broken
+    futures = q.submit(GroupKey(None, 5), [("q", "d")])
+    await asyncio.wait_for(asyncio.wait(set(futures)), timeout=5)
+    assert isinstance(futures[0].exception(), EngineUnavailableError)
+    assert reasons and "bug in the queue" in reasons[0]
+    with pytest.raises(EngineUnavailableError, match="batch queue stopped"):
+        q.submit(GroupKey(None, 5), [("q", "e")])
+    await q.close()
+
+
+async def test_shutdown_fails_queued_and_running_callers_with_503():
+    scorer = FakeScorer(delay=60)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1)
+    key = GroupKey(None, 5)
+    futures = q.submit(key, [("q", str(i)) for i in range(5)])
+    await asyncio.sleep(0.05)  # the first batch is in the engine, the rest queued
+    assert scorer.batches
+    await asyncio.wait_for(q.close(), timeout=5)
+    for f in futures:
+        assert isinstance(f.exception(), EngineUnavailableError)
+        assert "shutting down" in f.exception().detail

@@ -96,3 +96,23 @@ def test_max_length_too_small_or_large_is_422(ce):
         r = ce.post("/rerank", json={"query": QUERY, "documents": DOCS, "max_length": n})
         assert r.status_code == 422
         assert "max_length" in r.json()["detail"]
+
+
+def test_a_pairs_score_does_not_depend_on_its_batch(ce, hf_logit):
+    """The issue's example: at max_length 32, a query longer than max_length in the batch made
+    every batch-mate re-tokenise longest-first (0.475589 alone, 0.475450 in that batch)."""
+    query = "what is the capital city of france and how many people lived there in the year 1900"
+    doc = " ".join(["paris has been the capital of france for many centuries"] * 3)
+    long_query = " ".join(["question"] * 100)
+    r = ce.post(
+        "/rerank_batch_simple",
+        json={
+            "queries": [query, long_query],
+            "documents": [doc, "short"],
+            "pairs": [[0, 0], [1, 1]],
+            "max_length": 32,
+        },
+    )
+    assert r.status_code == 200, r.text
+    alone = 1 / (1 + math.exp(-hf_logit(query, doc, 32)))  # the pair on its own terms
+    assert r.json()["scores"][0] == pytest.approx(alone, abs=1e-6)

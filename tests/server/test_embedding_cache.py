@@ -38,3 +38,25 @@ def test_size_zero_turns_it_off():
     v, m = cache.lookup(8, ["t"])
     cache.fill(8, ["t"], v, m, [[1.0]])
     assert cache.lookup(8, ["t"])[1] == [0] and len(cache) == 0
+
+
+def test_bounded_by_bytes_the_least_recently_used_go_first():
+    vector_bytes = 384 * 4
+    cache = EmbeddingCache(1000, max_bytes=3 * vector_bytes + 300)  # room for three
+    texts = ["one", "two", "three", "four"]
+    for t in texts[:3]:
+        v, m = cache.lookup(8, [t])
+        cache.fill(8, [t], v, m, [np.ones(384, dtype=np.float32)])
+    cache.lookup(8, ["one"])  # recently used: kept
+    v, m = cache.lookup(8, ["four"])
+    cache.fill(8, ["four"], v, m, [np.ones(384, dtype=np.float32)])
+    assert len(cache) == 3 and cache.bytes <= 3 * vector_bytes + 300
+    assert cache.lookup(8, texts)[1] == [1]  # "two" was evicted
+
+
+def test_the_entry_bound_still_applies():
+    cache = EmbeddingCache(2)
+    for t in ["a", "b", "c"]:
+        v, m = cache.lookup(8, [t])
+        cache.fill(8, [t], v, m, [[1.0]])
+    assert len(cache) == 2 and cache.lookup(8, ["a", "b", "c"])[1] == [0]

@@ -117,3 +117,17 @@ def test_batch_with_three_instructions_equals_each_alone(qw):
 def test_max_length_below_the_template_is_422(qw):
     r = qw.post("/rerank", json={"query": QUERY, "documents": DOCS, "max_length": 10})
     assert r.status_code == 422 and "too small" in r.json()["detail"]
+
+
+def test_pairs_of_interleaved_queries_come_back_in_the_callers_order(qw, hf_raw):
+    """The engine gets each batch ordered by query (for the prefix cache); the caller's order
+    must survive that."""
+    queries = ["which city is the capital", "what colour are bananas", "where is berlin"]
+    pairs = [[(i * 2) % 3, i % 3] for i in range(9)]  # queries interleaved, not sorted
+    r = qw.post(
+        "/rerank_batch_simple", json={"queries": queries, "documents": DOCS, "pairs": pairs}
+    )
+    assert r.status_code == 200, r.text
+    for (qi, di), got in zip(pairs, r.json()["scores"]):
+        want = hf_raw(queries[qi], DOCS[di])
+        assert got == pytest.approx(1 / (1 + math.exp(-want)), abs=1e-4)
