@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         description="Bi-encoders: memory bound of the embedding cache, in MiB (vectors and "
         "texts); 0 = off.",
     )
+    kv_block_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="In-process engine KV block size (prefix-cache granularity); unset = vLLM's, "
+        "except 32 for LLM rerankers on CPU.",
+    )
     engine_failure_threshold: int = Field(
         default=3,
         ge=1,
