@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,29 @@ async def drive(
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(calls)))))
     elapsed = time.perf_counter() - started
     return Timing(elapsed, sum(c[2] for c in calls), latencies)
+
+
+async def measure(
+    url: str,
+    calls: list[Call],
+    concurrency: int,
+    totals: Callable[[str], dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """One timed sample of ``calls`` (seconds, pairs, latencies, load average); with ``totals``
+    (a reader of the server's counters) also the counters' deltas over the sample."""
+    before = await asyncio.to_thread(totals, url) if totals else None
+    async with make_client(concurrency) as client:
+        t = await drive(client, url, calls, concurrency)
+    sample: dict[str, Any] = {
+        "seconds": t.seconds,
+        "pairs": t.pairs,
+        "latencies": t.latencies,
+        "loadavg": os.getloadavg()[0],
+    }
+    if totals and before is not None:
+        after = await asyncio.to_thread(totals, url)
+        sample["metrics"] = {k: after[k] - before[k] for k in before}
+    return sample
 
 
 def make_client(concurrency: int) -> httpx.AsyncClient:

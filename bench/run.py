@@ -135,29 +135,18 @@ async def run_http(
     workloads: dict[str, Any] = {}
 
     async def measure(name: str, calls: list[H.Call], concurrency: int) -> None:
-        before = await asyncio.to_thread(_metric_totals, url) if with_metrics else None
-        async with H.make_client(concurrency) as client:
-            t = await H.drive(client, url, calls, concurrency)
-        sample: dict[str, Any] = {
-            "seconds": t.seconds,
-            "pairs": t.pairs,
-            "latencies": t.latencies,
-            "loadavg": os.getloadavg()[0],
-        }
-        if before is not None:
-            after = await asyncio.to_thread(_metric_totals, url)
-            sample["metrics"] = {k: after[k] - before[k] for k in METRICS}
+        sample = await H.measure(url, calls, concurrency, _metric_totals if with_metrics else None)
         workloads.setdefault(name, {"samples": []})["samples"].append(sample)
         extra = ""
-        if before is not None:
+        if "metrics" in sample:
             m = sample["metrics"]
             extra = (
                 f"  batches {m['batches']:.0f}, scored {m['pairs_scored']:.0f}, "
                 f"hits {m['cache_hits']:.0f}, dedup {m['deduplicated']:.0f}"
             )
         print(
-            f"    {name:<16} {t.pairs:>6} pairs {t.seconds:7.2f}s "
-            f"{t.pairs_per_s:8.1f} pairs/s{extra}",
+            f"    {name:<16} {sample['pairs']:>6} pairs {sample['seconds']:7.2f}s "
+            f"{sample['pairs'] / sample['seconds']:8.1f} pairs/s{extra}",
             flush=True,
         )
 
