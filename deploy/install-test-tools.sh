@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install the system tools that tests/deploy needs, from Debian/Ubuntu packages, when any is missing:
-#   docker-compose  (validates docker-compose.yml)
+# Install the system tools that the tests need, from Debian/Ubuntu packages, when any is missing:
+#   docker-compose  (validates docker-compose.yml; tests/docker runs it)
 #   promtool        (package prometheus: validates deploy/prometheus/*.yml)
 #   prometheus, redis-server  (binaries only; tests start their own instances on loopback)
+#   dockerd, /usr/bin/docker  (package docker.io: tests/docker builds and runs the images; the
+#                   tests start dockerd themselves when no Docker engine answers)
+#   debootstrap     (tests/docker builds its Debian 12 base image with it: no registry is pulled)
 #
 #   sudo bash deploy/install-test-tools.sh     # root needed only when something is missing
 #
@@ -12,14 +15,23 @@
 set -euo pipefail
 
 missing=()
-for tool in docker-compose promtool prometheus redis-server; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+# /usr/bin/docker by its path: a docker client elsewhere on PATH may lack BuildKit (buildx).
+tools=(docker-compose promtool prometheus redis-server dockerd /usr/bin/docker debootstrap)
+packages=(docker-compose prometheus redis-server docker.io debootstrap)
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
+for tool in "${tools[@]}"; do
+    have "$tool" || missing+=("$tool")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "test tools present: docker-compose promtool prometheus redis-server"
+    echo "test tools present: ${tools[*]}"
     exit 0
 fi
-echo "missing: ${missing[*]}; installing docker-compose prometheus redis-server"
+# Only packages not installed yet: their daemons are the ones to keep from running (below).
+new=()
+for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || new+=("$package")
+done
+echo "missing: ${missing[*]}; installing ${new[*]}"
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
@@ -37,16 +49,27 @@ trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# No recommends: docker-compose would pull docker.io, prometheus would pull node-exporter.
+# No recommends: prometheus would pull node-exporter, docker.io apparmor and friends.
 $SUDO apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    docker-compose prometheus redis-server >/dev/null
+    "${new[@]}" >/dev/null
 
+# Under systemd, the units of what was just installed are disabled and stopped; a Docker engine
+# that was already there is left alone.
+declare -A units=(
+    [prometheus]="prometheus.service" [redis-server]="redis-server.service"
+    [docker.io]="docker.service docker.socket containerd.service"
+)
 if [[ -d /run/systemd/system ]]; then
-    $SUDO systemctl disable --now prometheus.service redis-server.service >/dev/null 2>&1 || true
+    for package in "${new[@]}"; do
+        # shellcheck disable=SC2086  # a list of unit names
+        [[ -n "${units[$package]:-}" ]] && $SUDO systemctl disable --now ${units[$package]} \
+            >/dev/null 2>&1 || true
+    done
 fi
 
-for tool in docker-compose promtool prometheus redis-server; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "still missing after install: $tool" >&2; exit 1; }
+for tool in "${tools[@]}"; do
+    have "$tool" || { echo "still missing after install: $tool" >&2; exit 1; }
 done
-echo "installed: $(docker-compose version --short), $(promtool --version 2>&1 | head -1)"
+echo "installed: $(docker-compose version --short), $(promtool --version 2>&1 | head -1)," \
+    "$(/usr/bin/docker --version)"

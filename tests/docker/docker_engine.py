@@ -1,0 +1,112 @@
+"""The Docker engine the docker tests run on: Debian's docker.io (``deploy/install-test-tools.sh``).
+
+When no engine answers, one is started here for the session (as root, on the vfs storage driver,
+which works where overlayfs cannot be mounted) with a data root of its own, and stopped and deleted
+afterwards. An engine that was already running is used as it is and left running.
+
+The client is ``/usr/bin/docker`` with ``DOCKER_BUILDKIT=1``: another ``docker`` earlier on PATH may
+lack BuildKit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+DOCKER = "/usr/bin/docker"
+DATA_ROOT = Path("/var/lib/reranker-test-docker")
+
+
+def docker_env() -> dict[str, str]:
+    return {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the docker client; on failure, the assertion shows the command and its output."""
+    result = subprocess.run(
+        [DOCKER, *args], capture_output=True, text=True, timeout=timeout, env=docker_env()
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"docker {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def engine_answers() -> bool:
+    if not Path(DOCKER).exists():
+        return False
+    return docker("info", timeout=30, check=False).returncode == 0
+
+
+class DockerEngine:
+    """The engine for the session: the running one, or a ``dockerd`` started (and stopped) here."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if engine_answers():
+            return
+        assert Path(DOCKER).exists() and shutil.which("dockerd"), (
+            "Docker is not installed: run `bash deploy/install-test-tools.sh`"
+        )
+        assert os.geteuid() == 0, "no Docker engine answers, and starting dockerd needs root"
+        DATA_ROOT.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                "dockerd",
+                "--storage-driver=vfs",
+                f"--data-root={DATA_ROOT}",
+                f"--pidfile={DATA_ROOT}/dockerd.pid",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while not engine_answers():
+            assert self.proc.poll() is None, f"dockerd exited:\n{self.log_tail()}"
+            assert time.monotonic() < deadline, f"dockerd did not answer:\n{self.log_tail()}"
+            time.sleep(1)
+
+    @property
+    def started_here(self) -> bool:
+        return self.proc is not None
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self) -> None:
+        """Stop the dockerd started here and delete its data (vfs keeps a full copy per layer)."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+        # The data root holds mounts of containers only while they run; by now none does.
+        shutil.rmtree(DATA_ROOT, ignore_errors=True)
+
+
+def wait_healthy(container: str, timeout: float = 420) -> None:
+    """Until Docker reports the container's HEALTHCHECK healthy; fails early if it stops."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fmt = "{{.State.Status}} {{.State.Health.Status}}"
+        state = docker("inspect", "--format", fmt, container)
+        status, health = state.stdout.split()
+        if health == "healthy":
+            return
+        logs = docker("logs", "--tail", "40", container, check=False)
+        assert status == "running", f"{container} is {status}:\n{logs.stdout}{logs.stderr}"
+        assert time.monotonic() < deadline, f"{container} not healthy:\n{logs.stdout}{logs.stderr}"
+        time.sleep(3)
