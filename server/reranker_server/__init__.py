@@ -4,7 +4,7 @@ Modules, one concept each:
 
 - ``settings``          configuration (pydantic-settings, ``RERANKER_`` env prefix)
 - ``schemas``           wire models of the native HTTP API
-- ``compat``            the Cohere/Jina/vLLM/TEI request and response shapes, mapped onto the native ones
+- ``compat``            Cohere/Jina/vLLM/TEI request and response shapes, mapped onto native ones
 - ``auth``              API keys (``Authorization: Bearer``), compared in constant time
 - ``request_limits``    body size, text length and Unicode checks at the edge
 - ``scoring``           the shared types: ``Pair``, ``GroupKey``, ``Score``

@@ -1,8 +1,10 @@
 """The batching queue: pairs from all requests, grouped by (instruction, max_length) into batches.
 
 A group is *ripe* when it holds ``max_batch_pairs`` pairs or when its oldest pair has waited
-``max_wait_ms``. Ripe groups take turns (round-robin): a group that has just had a batch goes to
-the back of the line, behind every other group, whatever its age.
+``max_wait_ms``. Ripe groups take turns (round-robin): the next batch comes from the ripe group
+served least recently, and a group that has never been served (a new request's group) comes first.
+So a group that has just had a batch goes behind every other ripe group, whatever its age, and a
+newcomer never queues behind a stream that happened to be served while it was alone.
 
 Why round-robin and not per-pair age: under sustained load (training jobs keeping thousands of
 pairs queued in one group), per-pair age is first-come-first-served over pairs, so a small request
@@ -50,6 +52,8 @@ Batch = list[tuple[Pair, "asyncio.Future[T]"]]
 class _Group(Generic[T]):
     # Insertion-ordered: pair -> (future, when it was queued); the first entry is the oldest.
     pending: OrderedDict[Pair, tuple[asyncio.Future[T], float]] = field(default_factory=OrderedDict)
+    # When the group last had a batch cut (the queue's turn counter); -1 = never.
+    served: int = -1
 
     @property
     def oldest(self) -> float:
@@ -90,6 +94,7 @@ class BatchQueue(Generic[T]):
         self._on_failure = on_failure
         # In turn order: the group served last is moved to the end.
         self._groups: OrderedDict[GroupKey, _Group[T]] = OrderedDict()
+        self._turn = 0  # counts batches cut; each group remembers the turn of its last batch
         # Pairs handed to the engine and not answered yet, for in-flight de-duplication.
         self._running: dict[tuple[GroupKey, Pair], asyncio.Future[T]] = {}
         self._queued = 0
@@ -208,20 +213,22 @@ class BatchQueue(Generic[T]):
         return len(group.pending) >= self.max_batch_pairs or now - group.oldest >= self.max_wait
 
     def _next_batch(self, now: float) -> tuple[GroupKey, Batch[T]] | None:
-        """The next batch of the first ripe group in turn order, which then goes to the back."""
-        key = next((k for k, g in self._groups.items() if self._ripe(g, now)), None)
-        if key is None:
+        """The next batch of the ripe group served least recently (oldest pair breaks ties)."""
+        ripe = [(g.served, g.oldest, i, k) for i, (k, g) in enumerate(self._groups.items())]
+        ripe = [r for r in ripe if self._ripe(self._groups[r[3]], now)]
+        if not ripe:
             return None
+        key = min(ripe)[3]
         group = self._groups[key]
+        group.served = self._turn
+        self._turn += 1
         batch: Batch[T] = []
         while group.pending and len(batch) < self.max_batch_pairs:
             pair, (fut, _) = group.pending.popitem(last=False)
             if not fut.done():  # a failed or cancelled entry is not worth engine time
                 batch.append((pair, fut))
             self._queued -= 1
-        if group.pending:
-            self._groups.move_to_end(key)
-        else:
+        if not group.pending:
             del self._groups[key]
         return key, batch
 

@@ -62,7 +62,6 @@ EXPECTED_METRICS = {
 }
 # Settings that issue 10 adds to the server (API keys). The deploy files wire them already; once the
 # server has them in Settings, this set can go.
-ISSUE_10_SETTINGS = {"RERANKER_API_KEY", "RERANKER_API_KEY_FILE", "RERANKER_METRICS_REQUIRE_KEY"}
 REDIS_COMMAND = [
     "redis-server", "--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru", "--save", "",
 ]  # fmt: skip
@@ -257,7 +256,7 @@ def test_deploy_files_set_only_settings_that_the_server_has(compose_config):
     for name in ("reranker", "reranker-engine"):
         env = _container(_k8s_object("Deployment", name)).get("env", [])
         used |= {e["name"] for e in env if e["name"].startswith("RERANKER_")}
-    known = {f"RERANKER_{name.upper()}" for name in Settings.model_fields} | ISSUE_10_SETTINGS
+    known = {f"RERANKER_{name.upper()}" for name in Settings.model_fields}
     assert used - known == set()
 
 

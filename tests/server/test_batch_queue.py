@@ -207,6 +207,24 @@ async def test_ripe_groups_take_turns():
     await q.close()
 
 
+async def test_a_new_group_goes_before_a_stream_that_was_served_while_alone():
+    """A stream served twice while it was alone must not keep its turn when a newcomer arrives:
+    the next batch cut is the newcomer's (the least recently served group goes first)."""
+    scorer = FakeScorer(delay=0.05)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, max_in_flight=1)
+    stream, online = GroupKey("stream", 5), GroupKey("online", 5)
+    futures = q.submit(stream, [("q", str(i)) for i in range(12)])
+    while len(scorer.batches) < 2:  # two stream batches cut while it is the only group
+        await asyncio.sleep(0.005)
+    futures += q.submit(online, [("q", "x")])
+    await results(futures)
+    order = [k.instruction for k, _ in scorer.batches]
+    # The second stream batch was in flight when the newcomer arrived; the next one is its.
+    assert order[:3] == ["stream", "stream", "online"], order
+    assert order.count("online") == 1
+    await q.close()
+
+
 async def test_several_batches_in_flight():
     scorer = FakeScorer(delay=0.05)
     q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, max_in_flight=3)
