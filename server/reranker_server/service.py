@@ -204,8 +204,9 @@ class RerankService:
             return 0
 
         def count() -> int:
-            ids = encoder.tokenizer([query, *texts], truncation=True, max_length=key.max_length)
-            lengths = [len(x) for x in ids["input_ids"]]
+            # Through the encoder: its lock keeps this from racing a batch's tokenisation on the
+            # fast tokenizer's shared truncation state.
+            lengths = [len(x) for x in encoder.tokenize_texts(key.max_length, [query, *texts])]
             return lengths[0] * len(texts) + sum(lengths[1:])
 
         # Off the event loop: a large request's texts take a while to tokenise.
