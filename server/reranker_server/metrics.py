@@ -55,6 +55,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "reranker_queue_depth_pairs", "Pairs waiting for an engine batch.", registry=r
         )
+        self.batches_in_flight = Gauge(
+            "reranker_engine_batches_in_flight",
+            "Engine batches being scored now (at most ENGINE_BATCHES_IN_FLIGHT).",
+            registry=r,
+        )
         self.cache_hits = Counter(
             "reranker_cache_hits", "Pairs answered from the score cache.", registry=r
         )

@@ -50,6 +50,7 @@ EXPECTED_METRICS = {
     "reranker_engine_batch_pairs": "histogram",
     "reranker_engine_batch_duration_seconds": "histogram",
     "reranker_queue_depth_pairs": "gauge",
+    "reranker_engine_batches_in_flight": "gauge",
     "reranker_cache_hits_total": "counter",
     "reranker_cache_misses_total": "counter",
     "reranker_cache_entries": "gauge",

@@ -355,6 +355,7 @@ def test_metrics_count_requests_cache_and_batches(http):
     assert delta("reranker_engine_batch_pairs_count") >= 1
     assert delta("reranker_engine_batch_duration_seconds_sum") > 0
     assert ("reranker_queue_depth_pairs", ()) in after
+    assert after[("reranker_engine_batches_in_flight", ())] == 0  # idle between requests
     assert after[("reranker_engine_up", ())] == 1
 
 

@@ -64,6 +64,7 @@ def test_online_request_is_not_starved_by_a_training_stream(qwen3_inprocess):
     try:
         time.sleep(3)  # four clients x 64 pairs: about 16 batches of 16 always queued
         latencies = []
+        in_flight: list[float] = []
         for i in range(3):
             started = time.monotonic()
             r = httpx.post(
@@ -77,14 +78,18 @@ def test_online_request_is_not_starved_by_a_training_stream(qwen3_inprocess):
             )
             latencies.append(time.monotonic() - started)
             assert r.status_code == 200, r.text
-            depth = metric_samples(url)[("reranker_queue_depth_pairs", ())]
+            samples = metric_samples(url)
+            depth = samples[("reranker_queue_depth_pairs", ())]
             assert depth > 0, "the stream had drained, so this did not test sustained load"
+            in_flight.append(samples[("reranker_engine_batches_in_flight", ())])
             time.sleep(0.5)
     finally:
         stop.set()
         for t in streams:
             t.join()
     assert failures == []
+    # The default for one engine: two batches in flight, so the engine never waits for the next.
+    assert max(in_flight) >= 1 and max(in_flight) <= 2, in_flight
     batch = _mean_batch_seconds(url)
     # Two batches may be in flight when it arrives, then its own: three batch times, with room
     # for HTTP and tokenisation on a loaded two-core machine.
