@@ -11,10 +11,19 @@ and how well the student ranks, so the loss measures it instead of guessing:
 - Each step also scores a small random *audit* sample of the candidates it did not send, drawn
   from strata of the ranking (the next bands, doubling in size, then the rest), and estimates
   from it how many false negatives were missed: the estimated recall of the step.
-- With ``target_recall``, while the estimate is below the target the step sends the next band of
-  the block with the most estimated misses (another ``score_pairs`` call), up to
-  ``max_budget_ratio``; the next step starts from the budget this one needed, shrinking slowly
-  when the target was met without growing.
+- With ``target_recall``, while the estimate is below the target, the step first asks about the
+  candidates its false negatives so far imply (the guide-verified expansion of
+  :mod:`._verdict_expansion`: a false negative between two rows' texts makes the other blocks'
+  pairs between them, and pairs two verified links apart, likely false negatives too, whatever
+  the student thinks of them), round after round while new links appear; when the expansion
+  has nothing new, it sends the next band of the block with the most estimated misses. Each
+  round is another ``score_pairs`` call; all stop at ``max_budget_ratio``, counted in distinct
+  text pairs (what the judge scores). The next step starts from the band budget this one
+  needed, shrinking slowly when the target was met without growing.
+- A stratum's estimated misses are the false negatives its sample promises (``hits x size /
+  sampled``) less those any round found in it (the sample's own, the expansion's), never below
+  0: the expansion scores pairs inside audited strata, and what it found there is not missed.
+  With few sample hits per stratum the estimate is noisy, in both directions.
 
 Everything here is pure (no I/O): :meth:`CandidateBudget.run` gets a ``judge`` that scores
 candidates and says which are masked.
@@ -41,6 +50,9 @@ logger = logging.getLogger(__name__)
 _SHRINK = 0.8
 #: Fewest audit samples per stratum: below this the estimate is mostly noise.
 _MIN_AUDIT_PER_STRATUM = 32
+#: The rest of the ranking (most of a block) gets this many times a band's audit sample: its
+#: false negatives are sparse, and the expansion finds many of them, so its estimate needs more.
+_REST_AUDIT = 4
 #: Strata of the ranking beyond the sent prefix: bands of 1, 2, 4, 8 x the prefix, then the rest.
 _BANDS = 4
 
@@ -204,8 +216,15 @@ class CandidateBudget:
                 more = ledger.within(ledger.fresh(expansion.propose()), room)
                 if len(more):
                     masked = ledger.send(judge, more)
-                    expansion.add(more, masked)
+                    links = expansion.add(more, masked)
                     _record_audit(rankings, ledger)
+                    logger.debug(
+                        "expansion round: %d candidates, %d masked, %d new links; %d pairs scored",
+                        len(more),
+                        int(masked.sum()),
+                        links,
+                        judge.scored_pairs,
+                    )
                 continue
             grow = _most_missing(rankings)
             if grow is None:
@@ -231,6 +250,13 @@ class CandidateBudget:
             masked = ledger.send(judge, more)
             if expansion is not None:
                 expansion.add(more, masked)
+            logger.debug(
+                "band round (%s): %d candidates, %d masked; %d pairs scored",
+                blocks[index].name,
+                len(more),
+                int(masked.sum()),
+                judge.scored_pairs,
+            )
             ranking.sent = stratum.end
             grew[index] = True
             _record_audit(rankings, ledger)
@@ -308,11 +334,11 @@ class CandidateBudget:
         rest_size = valid - depth
         rest_sample = np.zeros(0, dtype=np.int64)
         if rest_size > 0:
-            draws = self._rng.integers(0, area, per_stratum * 4)
+            draws = self._rng.integers(0, area, per_stratum * _REST_AUDIT * 4)
             floor = float(values[-1]) if depth else math.inf
             drawn = flat[torch.as_tensor(draws)]
             ok = ((drawn < floor) & (drawn > -math.inf)).cpu().numpy()
-            rest_sample = np.unique(draws[ok])[:per_stratum]
+            rest_sample = np.unique(draws[ok])[: per_stratum * _REST_AUDIT]
         rest = _Stratum(depth, depth, rest_size, rest_sample)
         identical_flat = torch.nonzero(identical.flatten()).flatten().cpu().numpy()
         return _BlockRanking(order_np, rest, start, strata, identical_flat, depth)
@@ -446,4 +472,11 @@ def _most_missing(rankings: Sequence[_BlockRanking]) -> int | None:
         misses = sum(stratum.estimated_misses() for stratum in ranking.strata)
         if misses > best_misses:
             best, best_misses = index, misses
+    if best is None:
+        # Once the expansion has found what the bands' samples promised, the estimated misses
+        # lie beyond the ranking's bands: the block with the most of them still grows its band.
+        for index, ranking in enumerate(rankings):
+            misses = ranking.rest.estimated_misses()
+            if ranking.strata and misses > best_misses:
+                best, best_misses = index, misses
     return best
