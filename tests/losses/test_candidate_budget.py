@@ -135,7 +135,8 @@ def test_equal_texts_are_masked_without_a_call() -> None:
 def test_a_useless_student_stops_at_the_cap_and_says_so(caplog) -> None:
     texts, embeddings = _batch()
     everything, *_ = _everything(texts, embeddings)
-    budget = CandidateBudget(BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02))
+    # Without the expansion, which would recover most of this batch's false negatives (below).
+    budget = CandidateBudget(BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02, expand=False))
     noisy = _student(texts, embeddings, noise=50.0)  # ranks at random
     masked, selection, judge, _ = _run(
         lambda step, judge, blocks: budget.run(noisy, step.ids, blocks, judge), texts, embeddings
@@ -147,6 +148,66 @@ def test_a_useless_student_stops_at_the_cap_and_says_so(caplog) -> None:
     assert selection.estimated_recall < 0.6
     assert abs(selection.estimated_recall - recall) < 0.25
     assert "below target_recall" in caplog.text
+
+
+def test_expansion_recovers_what_a_useless_student_ranks_at_random_within_the_cap() -> None:
+    texts, embeddings = _batch()
+    everything, *_ = _everything(texts, embeddings)
+    noisy = _student(texts, embeddings, noise=50.0)  # ranks at random
+    recall = {}
+    for expand in (False, True):
+        budget = CandidateBudget(
+            BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02, expand=expand)
+        )
+        masked, selection, judge, service = _run(
+            lambda step, judge, blocks, budget=budget: budget.run(noisy, step.ids, blocks, judge),
+            texts,
+            embeddings,
+        )
+        assert masked <= everything
+        assert judge.scored_pairs <= 0.02 * 4 * B * B  # the cap, thresholds included
+        assert len(service.sent) == len(set(service.sent))  # each distinct pair once per step
+        c = selection.candidates
+        keys = list(zip(c.block.tolist(), c.row.tolist(), c.col.tolist()))
+        assert len(keys) == len(set(keys))  # each candidate listed once
+        recall[expand] = len(masked) / len(everything)
+    # The topics are transitive here (cosine clusters), so verified links reach most of them.
+    assert recall[False] < 0.5
+    assert recall[True] > 0.8
+
+
+def test_expansion_finds_the_cross_block_false_negatives_of_rows_the_student_garbles() -> None:
+    """The student embeds the anchors of topic 0 well (aa finds their links) but their
+    positives and negatives as random vectors: the ap, pp and an false negatives between those
+    rows are scattered through its ranking. The aa verdicts imply all of them."""
+    texts, embeddings = _batch()
+    everything, *_ = _everything(texts, embeddings)
+    lost = np.array([t.split()[1] == "0" for t in texts[0]])
+    columns = _student(texts, embeddings)
+    rng = np.random.default_rng(5)
+    for column in (1, 2):
+        columns[column][torch.from_numpy(lost)] = torch.from_numpy(
+            rng.normal(size=(int(lost.sum()), 32))
+        )
+    planted = {
+        (block, i, j)
+        for (block, i, j) in everything
+        if block in (0, 2, 3) and lost[i] and lost[j] and (block == 3 or i != j)
+    }
+    assert len(planted) > 100
+    found = {}
+    for expand in (False, True):
+        budget = CandidateBudget(
+            BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02, expand=expand)
+        )
+        masked, *_ = _run(
+            lambda step, judge, blocks, budget=budget: budget.run(columns, step.ids, blocks, judge),
+            texts,
+            embeddings,
+        )
+        found[expand] = len(planted & masked)
+    assert found[False] < 0.9 * len(planted)  # the bands alone miss some
+    assert found[True] == len(planted)
 
 
 @pytest.mark.parametrize(

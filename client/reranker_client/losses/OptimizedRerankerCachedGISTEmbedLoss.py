@@ -57,6 +57,7 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
         budget_ratio: float = 0.004,
         max_budget_ratio: float = 0.015,
         audit_ratio: float = 0.0005,
+        expand: bool = True,
         preset: Literal["conservative", "balanced", "aggressive"] | None = None,
         similarity_threshold: float | _FromPreset = FROM_PRESET,
         top_k_ratio: float | _FromPreset = FROM_PRESET,
@@ -84,11 +85,15 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             3. a random audit sample (``audit_ratio`` of ``B**2`` per block) of the candidates
                not sent, drawn from bands of the ranking, is scored too; from it the step
                estimates how many false negatives it missed (``stats.estimated_recall``);
-            4. while that estimate is below ``target_recall``, the block with the most estimated
-               misses sends its next band (a further ``score_pairs`` call), up to
+            4. while that estimate is below ``target_recall``, the step asks about what the
+               reranker's verdicts imply (``expand``): a false negative between the texts of
+               rows i and j makes the other blocks' pairs between i and j, and pairs two such
+               links apart, likely false negatives too, however the student ranks them; these
+               are sent in further ``score_pairs`` calls while new links appear. When they run
+               out, the block with the most estimated misses sends its next band. All stops at
                ``max_budget_ratio`` of ``blocks x B**2`` pairs; the next step starts from the
-               budget this one needed, per block, and shrinks it slowly when it was more than
-               enough. A warning says when the ceiling stops the budget short of the target.
+               band budget this one needed, per block, and shrinks it slowly when it was more
+               than enough. A warning says when the ceiling stops the budget short of the target.
 
         With ``preset=...`` the earlier per-anchor filter is used instead: for every anchor, the
         candidates of all blocks are pooled and filtered:
@@ -158,6 +163,8 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             max_budget_ratio: Most pairs a step sends, as a share of ``blocks x B**2``
                 (0.015 x 4B^2 is 2% of 3B^2).
             audit_ratio: Audit sample per block, as a share of ``B**2``, that estimates the misses.
+            expand: Whether the default selection sends the candidates implied by the false
+                negatives it found (guide-verified expansion) before growing a band.
             options: Further options of :class:`RerankerCachedGISTEmbedLoss` (``api_key``,
                 ``on_reranker_error``, ``check_reranker``, ``mini_batch_num_tokens``, ...).
 
@@ -248,6 +255,7 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
                     max_budget_ratio=max_budget_ratio,
                     target_recall=target_recall,
                     audit_ratio=audit_ratio,
+                    expand=expand,
                 )
             )
         elif preset not in PRESETS:
@@ -306,6 +314,7 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
                 budget_ratio=budget.budget_ratio,
                 max_budget_ratio=budget.max_budget_ratio,
                 audit_ratio=budget.audit_ratio,
+                expand=budget.expand,
             )
         if self.prefilter is not None:
             config.update(

@@ -11,10 +11,19 @@ and how well the student ranks, so the loss measures it instead of guessing:
 - Each step also scores a small random *audit* sample of the candidates it did not send, drawn
   from strata of the ranking (the next bands, doubling in size, then the rest), and estimates
   from it how many false negatives were missed: the estimated recall of the step.
-- With ``target_recall``, while the estimate is below the target the step sends the next band of
-  the block with the most estimated misses (another ``score_pairs`` call), up to
-  ``max_budget_ratio``; the next step starts from the budget this one needed, shrinking slowly
-  when the target was met without growing.
+- With ``target_recall``, while the estimate is below the target, the step first asks about the
+  candidates its false negatives so far imply (the guide-verified expansion of
+  :mod:`._verdict_expansion`: a false negative between two rows' texts makes the other blocks'
+  pairs between them, and pairs two verified links apart, likely false negatives too, whatever
+  the student thinks of them), round after round while new links appear; when the expansion
+  has nothing new, it sends the next band of the block with the most estimated misses. Each
+  round is another ``score_pairs`` call; all stop at ``max_budget_ratio``, counted in distinct
+  text pairs (what the judge scores). The next step starts from the band budget this one
+  needed, shrinking slowly when the target was met without growing.
+- A stratum's estimated misses are the false negatives its sample promises (``hits x size /
+  sampled``) less those any round found in it (the sample's own, the expansion's), never below
+  0: the expansion scores pairs inside audited strata, and what it found there is not missed.
+  With few sample hits per stratum the estimate is noisy, in both directions.
 
 Everything here is pure (no I/O): :meth:`CandidateBudget.run` gets a ``judge`` that scores
 candidates and says which are masked.
@@ -33,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ._reranker_guide import Block, Candidates, Selection
+from ._verdict_expansion import VerdictExpansion
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +50,9 @@ logger = logging.getLogger(__name__)
 _SHRINK = 0.8
 #: Fewest audit samples per stratum: below this the estimate is mostly noise.
 _MIN_AUDIT_PER_STRATUM = 32
+#: The rest of the ranking (most of a block) gets this many times a band's audit sample: its
+#: false negatives are sparse, and the expansion finds many of them, so its estimate needs more.
+_REST_AUDIT = 4
 #: Strata of the ranking beyond the sent prefix: bands of 1, 2, 4, 8 x the prefix, then the rest.
 _BANDS = 4
 
@@ -67,6 +80,8 @@ class BudgetConfig:
         target_recall: Estimated recall a step grows its budget to reach (``None``: never grow).
         audit_ratio: Audit sample per block, as a share of its ``B**2`` candidates.
         seed: Seed of the audit sampling.
+        expand: Whether the step asks about the candidates its false negatives imply (the
+            guide-verified expansion of :mod:`._verdict_expansion`) before growing a band.
     """
 
     budget_ratio: float = 0.004
@@ -74,6 +89,7 @@ class BudgetConfig:
     target_recall: float | None = 0.99
     audit_ratio: float = 0.0005
     seed: int = 0
+    expand: bool = True
 
     def __post_init__(self) -> None:
         for name in ("budget_ratio", "max_budget_ratio", "audit_ratio"):
@@ -91,29 +107,61 @@ class BudgetConfig:
 
 @dataclass
 class _Stratum:
-    """A band of a block's ranking beyond the sent prefix, and its audit sample."""
+    """A band of a block's ranking beyond the sent prefix, and its audit sample.
+
+    ``hits``: false negatives in the audit sample; ``found``: false negatives in the stratum
+    found by any round (the sample's, the expansion's, ...).
+    """
 
     begin: int
     end: int
     size: int
     sampled: np.ndarray
     hits: int = 0
+    found: int = 0
 
     def estimated_misses(self) -> float:
+        """False negatives of the stratum not found: the sample's estimate of all of them, less
+        those found, and never below 0.
+
+        Without expansion ``found`` is ``hits`` and this is the usual ``hits * (size / n - 1)``;
+        when other rounds scored pairs inside the stratum, what they found is no longer missed.
+        """
         if not len(self.sampled):
             return 0.0
-        return self.hits * (self.size / len(self.sampled)) - self.hits
+        return max(0.0, self.hits * (self.size / len(self.sampled)) - self.found)
 
 
 @dataclass
 class _BlockRanking:
-    """One block's candidates, best first (flat ``row * B + col`` indices), and its strata."""
+    """One block's candidates, best first (flat ``row * B + col`` indices), and its strata.
+
+    ``depth``: how far ``order`` goes; the ``rest`` stratum is every valid candidate beyond it.
+    """
 
     order: np.ndarray
     rest: _Stratum
     sent: int
     strata: list[_Stratum]
     identical: np.ndarray
+    depth: int
+    _sorted: np.ndarray | None = None
+    _where: np.ndarray | None = None
+
+    def positions(self, flat: np.ndarray) -> np.ndarray:
+        """Rank of each candidate (``row * B + col``) in ``order``; ``depth`` if beyond it."""
+        if self._sorted is None:
+            self._where = np.argsort(self.order, kind="stable")
+            self._sorted = self.order[self._where]
+        assert self._where is not None
+        flat = np.asarray(flat, dtype=np.int64)
+        out = np.full(flat.shape, self.depth, dtype=np.int64)
+        if not len(self._sorted):
+            return out
+        at = np.minimum(np.searchsorted(self._sorted, flat), len(self._sorted) - 1)
+        hit = self._sorted[at] == flat
+        out[hit] = self._where[at[hit]]
+        return out
 
 
 class CandidateBudget:
@@ -136,11 +184,15 @@ class CandidateBudget:
         blocks: Sequence[Block],
         judge: Judge,
     ) -> Selection:
-        """Send each block's budget plus the audit, then grow it while recall is below target."""
+        """Send each block's budget plus the audit, then expand and grow while below target."""
         batch_size = columns[0].shape[0]
         area = batch_size * batch_size
         cap = max(1, int(self.config.max_budget_ratio * len(blocks) * area))
-        rankings = [self._rank(columns, text_ids, block, cap, area, batch_size) for block in blocks]
+        normalized = [torch.nn.functional.normalize(c.detach().float(), dim=-1) for c in columns]
+        rankings = [
+            self._rank(normalized, text_ids, block, cap, area, batch_size) for block in blocks
+        ]
+        ledger = _Ledger(text_ids, blocks, batch_size)
         first = []
         for index, ranking in enumerate(rankings):
             first.append(_flat_candidates(index, ranking.order[: ranking.sent], batch_size))
@@ -148,36 +200,66 @@ class CandidateBudget:
             first.append(_flat_candidates(index, ranking.identical, batch_size))
             for stratum in [*ranking.strata, ranking.rest]:
                 first.append(_flat_candidates(index, stratum.sampled, batch_size))
-        sent = Candidates.concat(first)
-        masked = judge(sent)
-        scored = [sent]
-        verdicts = [masked]
-        self._record_audit(rankings, sent, masked, batch_size)
-        found = int(masked.sum())
+        ledger.send(judge, ledger.fresh(Candidates.concat(first)))
+        _record_audit(rankings, ledger)
         audit = sum(len(s.sampled) for r in rankings for s in [*r.strata, r.rest])
+        expansion = VerdictExpansion(normalized, text_ids, blocks) if self.config.expand else None
+        if expansion is not None:
+            expansion.add(ledger.candidates(), ledger.masked())
         grew = [False] * len(blocks)
         target = self.config.target_recall
-        while target is not None and _recall(found, rankings) < target:
+        while target is not None and _recall(ledger.found, rankings) < target:
+            room = cap - judge.scored_pairs
+            if room <= 0:
+                break
+            if expansion is not None and expansion.pending:
+                more = ledger.within(ledger.fresh(expansion.propose()), room)
+                if len(more):
+                    masked = ledger.send(judge, more)
+                    links = expansion.add(more, masked)
+                    _record_audit(rankings, ledger)
+                    logger.debug(
+                        "expansion round: %d candidates, %d masked, %d new links; %d pairs scored",
+                        len(more),
+                        int(masked.sum()),
+                        links,
+                        judge.scored_pairs,
+                    )
+                continue
             grow = _most_missing(rankings)
             if grow is None:
                 break
             index = grow
             ranking = rankings[index]
             stratum = ranking.strata.pop(0)
-            room = cap - judge.scored_pairs
-            if room <= 0:
-                break
-            # The band, cut short where the cap ends it.
-            end = min(stratum.end, stratum.begin + room)
-            extra = np.setdiff1d(ranking.order[stratum.begin : end], stratum.sampled)
-            stratum.end = end
-            more = _flat_candidates(index, extra, batch_size)
-            more_masked = judge(more)
-            scored.append(more)
-            verdicts.append(more_masked)
-            found += int(more_masked.sum())
+            band = _flat_candidates(index, ranking.order[stratum.begin : stratum.end], batch_size)
+            fresh = ledger.fresh(band)
+            more = ledger.within(fresh, room)
+            if len(more) < len(fresh):
+                # Cut short by the cap: the unsent rest of the band stays a stratum, with the
+                # part of its audit sample that falls in it.
+                end = stratum.begin
+                if len(more):
+                    last = more.row[-1:] * batch_size + more.col[-1:]
+                    end = int(ranking.positions(last)[0]) + 1
+                rest_of_band = stratum.sampled[ranking.positions(stratum.sampled) >= end]
+                ranking.strata.insert(
+                    0, _Stratum(end, stratum.end, stratum.end - end, rest_of_band)
+                )
+                stratum.end = end
+            masked = ledger.send(judge, more)
+            if expansion is not None:
+                expansion.add(more, masked)
+            logger.debug(
+                "band round (%s): %d candidates, %d masked; %d pairs scored",
+                blocks[index].name,
+                len(more),
+                int(masked.sum()),
+                judge.scored_pairs,
+            )
             ranking.sent = stratum.end
             grew[index] = True
+            _record_audit(rankings, ledger)
         floor = self.config.budget_ratio * 0.1
         for block, ranking, grown in zip(blocks, rankings, grew):
             current = self._ratio.get(block.name, self.config.budget_ratio)
@@ -186,7 +268,7 @@ class CandidateBudget:
             self._ratio[block.name] = (
                 ranking.sent / area if grown else max(current * _SHRINK, floor)
             )
-        recall = _recall(found, rankings)
+        recall = _recall(ledger.found, rankings)
         if target is not None and recall < target and not self._warned_short:
             self._warned_short = True
             logger.warning(
@@ -201,8 +283,8 @@ class CandidateBudget:
                 self.config.max_budget_ratio,
             )
         return Selection(
-            candidates=Candidates.concat(scored),
-            masked=np.concatenate(verdicts),
+            candidates=ledger.candidates(),
+            masked=ledger.masked(),
             audit_pairs=audit,
             estimated_recall=recall,
         )
@@ -210,14 +292,13 @@ class CandidateBudget:
     @torch.no_grad()
     def _rank(
         self,
-        columns: Sequence[Tensor],
+        normalized: Sequence[Tensor],
         text_ids: Sequence[np.ndarray],
         block: Block,
         cap: int,
         area: int,
         batch_size: int,
     ) -> _BlockRanking:
-        normalized = [torch.nn.functional.normalize(c.detach().float(), dim=-1) for c in columns]
         own = (normalized[0] * normalized[1]).sum(-1, keepdim=True)
         score = normalized[block.query_column] @ normalized[block.document_column].T - own
         query_ids = torch.as_tensor(text_ids[block.query_column], device=score.device)
@@ -253,30 +334,118 @@ class CandidateBudget:
         rest_size = valid - depth
         rest_sample = np.zeros(0, dtype=np.int64)
         if rest_size > 0:
-            draws = self._rng.integers(0, area, per_stratum * 4)
+            draws = self._rng.integers(0, area, per_stratum * _REST_AUDIT * 4)
             floor = float(values[-1]) if depth else math.inf
             drawn = flat[torch.as_tensor(draws)]
             ok = ((drawn < floor) & (drawn > -math.inf)).cpu().numpy()
-            rest_sample = np.unique(draws[ok])[:per_stratum]
+            rest_sample = np.unique(draws[ok])[: per_stratum * _REST_AUDIT]
         rest = _Stratum(depth, depth, rest_size, rest_sample)
         identical_flat = torch.nonzero(identical.flatten()).flatten().cpu().numpy()
-        return _BlockRanking(order_np, rest, start, strata, identical_flat)
+        return _BlockRanking(order_np, rest, start, strata, identical_flat, depth)
 
-    @staticmethod
-    def _record_audit(
-        rankings: Sequence[_BlockRanking],
-        sent: Candidates,
-        masked: np.ndarray,
-        batch_size: int,
+
+class _Ledger:
+    """What a step has scored so far: each candidate once, its verdict, and the text pairs paid.
+
+    The cap counts distinct text pairs (what the judge scores), so :meth:`within` cuts a
+    proposal where its new text pairs would exceed the room left, not where its candidates
+    would: repeated texts make many candidates free. Candidates are kept as bitmaps over
+    ``blocks x B**2`` (1 byte each: 64 MB at B=4096 with four blocks), so that the many rounds
+    of a step stay cheap.
+    """
+
+    def __init__(
+        self, text_ids: Sequence[np.ndarray], blocks: Sequence[Block], batch_size: int
     ) -> None:
-        key = sent.block * batch_size * batch_size + sent.row * batch_size + sent.col
-        hit_keys = set(key[masked].tolist())
-        area = batch_size * batch_size
-        for index, ranking in enumerate(rankings):
-            for stratum in [*ranking.strata, ranking.rest]:
-                stratum.hits = sum(
-                    1 for flat in (stratum.sampled + index * area).tolist() if flat in hit_keys
-                )
+        self.batch_size = batch_size
+        self.area = batch_size * batch_size
+        self._query_ids = np.stack([np.asarray(text_ids[b.query_column]) for b in blocks])
+        self._document_ids = np.stack([np.asarray(text_ids[b.document_column]) for b in blocks])
+        self._n_texts = int(max(self._query_ids.max(), self._document_ids.max())) + 1
+        self._parts: list[Candidates] = []
+        self._verdicts: list[np.ndarray] = []
+        self.scored_map = np.zeros(len(blocks) * self.area, dtype=bool)
+        self.found_map = np.zeros(len(blocks) * self.area, dtype=bool)
+        self._paid = np.zeros(0, dtype=np.int64)  # sorted text-pair keys
+        self.found = 0  # distinct candidates masked so far (identical texts included)
+
+    def key(self, candidates: Candidates) -> np.ndarray:
+        return candidates.block * self.area + candidates.row * self.batch_size + candidates.col
+
+    def fresh(self, candidates: Candidates) -> Candidates:
+        """``candidates`` not scored before, each once, in their order."""
+        keys = self.key(candidates)
+        keep = ~self.scored_map[keys]
+        if keep.any():
+            # First occurrence of each key among the kept ones.
+            kept = np.flatnonzero(keep)
+            _, first = np.unique(keys[kept], return_index=True)
+            keep[:] = False
+            keep[kept[first]] = True
+        return Candidates(candidates.block[keep], candidates.row[keep], candidates.col[keep])
+
+    def within(self, candidates: Candidates, room: int) -> Candidates:
+        """The longest prefix of ``candidates`` whose new distinct text pairs fit in ``room``."""
+        q = self._query_ids[candidates.block, candidates.row]
+        d = self._document_ids[candidates.block, candidates.col]
+        pairs = q * self._n_texts + d
+        new = (q != d) & ~_in_sorted(pairs, self._paid)
+        if new.any():
+            at = np.flatnonzero(new)
+            _, first = np.unique(pairs[at], return_index=True)
+            new[:] = False
+            new[at[first]] = True
+        fits = int(np.searchsorted(np.cumsum(new), room, side="right"))
+        return Candidates(candidates.block[:fits], candidates.row[:fits], candidates.col[:fits])
+
+    def send(self, judge: Judge, candidates: Candidates) -> np.ndarray:
+        """One judge call (skipped when there is nothing to ask); returns the verdicts."""
+        if not len(candidates):
+            return np.zeros(0, dtype=bool)
+        masked = np.asarray(judge(candidates), dtype=bool)
+        q = self._query_ids[candidates.block, candidates.row]
+        d = self._document_ids[candidates.block, candidates.col]
+        pairs = (q * self._n_texts + d)[q != d]
+        self._paid = np.sort(np.concatenate([self._paid, pairs[~_in_sorted(pairs, self._paid)]]))
+        self._parts.append(candidates)
+        self._verdicts.append(masked)
+        keys = self.key(candidates)
+        self.scored_map[keys] = True
+        hit = keys[masked]
+        self.found += int((~self.found_map[hit]).sum())
+        self.found_map[hit] = True
+        return masked
+
+    def candidates(self) -> Candidates:
+        return Candidates.concat(self._parts)
+
+    def masked(self) -> np.ndarray:
+        return np.concatenate(self._verdicts) if self._verdicts else np.zeros(0, dtype=bool)
+
+
+def _in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in ``sorted_keys`` (a sorted array)."""
+    if not len(sorted_keys):
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
+
+
+def _record_audit(rankings: Sequence[_BlockRanking], ledger: _Ledger) -> None:
+    """Each stratum's audit hits, and the false negatives found in it by any round."""
+    area = ledger.area
+    for index, ranking in enumerate(rankings):
+        found_map = ledger.found_map[index * area : (index + 1) * area]
+        found = np.flatnonzero(found_map)
+        found = found[~np.isin(found, ranking.identical)]
+        positions = np.sort(ranking.positions(found))
+        for stratum in ranking.strata:
+            stratum.hits = int(found_map[stratum.sampled].sum())
+            stratum.found = int(
+                np.searchsorted(positions, stratum.end) - np.searchsorted(positions, stratum.begin)
+            )
+        ranking.rest.hits = int(found_map[ranking.rest.sampled].sum())
+        ranking.rest.found = int(len(positions) - np.searchsorted(positions, ranking.depth))
 
 
 def _flat_candidates(block_index: int, flat: np.ndarray, batch_size: int) -> Candidates:
@@ -303,4 +472,11 @@ def _most_missing(rankings: Sequence[_BlockRanking]) -> int | None:
         misses = sum(stratum.estimated_misses() for stratum in ranking.strata)
         if misses > best_misses:
             best, best_misses = index, misses
+    if best is None:
+        # Once the expansion has found what the bands' samples promised, the estimated misses
+        # lie beyond the ranking's bands: the block with the most of them still grows its band.
+        for index, ranking in enumerate(rankings):
+            misses = ranking.rest.estimated_misses()
+            if ranking.strata and misses > best_misses:
+                best, best_misses = index, misses
     return best
