@@ -15,7 +15,9 @@ from reranker_client.losses._reranker_guide import (
     all_candidates,
     candidates_per_row,
     decide_masks,
+    in_sorted,
     loss_blocks,
+    merge_sorted,
     naive_pairs,
     plan_pairs,
     prefilter_candidates,
@@ -305,3 +307,14 @@ def test_stats_accumulator_reports_means_and_starts_again() -> None:
     assert logs["reranker_reduction"] == pytest.approx(1 - 40 / 128)
     assert acc.pop() == {}
     assert RerankerStepStats(4, 64, 40, 16, 0, 1, 3).reduction == 0.75
+
+
+def test_merge_sorted_keeps_keys_sorted_and_values_with_their_keys() -> None:
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 1000, 200))
+    new = np.setdiff1d(np.unique(rng.integers(0, 1000, 100)), keys)
+    merged, values = merge_sorted(keys, new, keys * 2.0, new * 2.0)
+    assert np.array_equal(merged, np.sort(np.concatenate([keys, new])))
+    assert values is not None and np.array_equal(values, merged * 2.0)
+    assert np.array_equal(in_sorted(np.array([keys[0], new[0], 1001]), keys), [True, False, False])
+    assert not in_sorted(np.array([3]), np.zeros(0, dtype=np.int64)).any()

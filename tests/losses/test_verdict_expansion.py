@@ -129,8 +129,7 @@ def test_found_false_negatives_are_counted_in_the_stratum_they_fall_in() -> None
     # Found: one in the sent prefix, the band's first sampled (a hit), two more in the band
     # found by another round, one in the deeper band outside its sample, one in the rest.
     hits = [order[0], order[10], order[14], order[15], order[30], 9 * batch_size + 7]
-    ledger.found_map[np.array(hits)] = True
-    ledger.found = len(hits)
+    ledger.mark_found(np.array(hits))
     _record_audit([ranking], ledger)
     assert (band.hits, band.found) == (1, 3)
     assert (deeper.hits, deeper.found) == (0, 1)
@@ -139,3 +138,21 @@ def test_found_false_negatives_are_counted_in_the_stratum_they_fall_in() -> None
     # band and the rest: no sample hit, nothing estimated missed.
     assert band.estimated_misses() == 2.0
     assert _recall(ledger.found, [ranking]) == 6 / 8
+
+
+def test_proposals_leave_out_the_scored_candidates_and_keep_the_order_of_the_rest() -> None:
+    batch_size = 6
+    student = _student(batch_size)
+    ids = _distinct_texts(batch_size)
+    full, skipping = (VerdictExpansion(student, ids, BLOCKS) for _ in range(2))
+    for expansion in (full, skipping):
+        expansion.propose()
+        expansion.add(*_verdict(AA, 0, 1))
+        expansion.add(*_verdict(PP, 1, 2))
+    every = full.propose()
+    area = batch_size * batch_size
+    scored = np.zeros(len(BLOCKS) * area, dtype=bool)
+    keys = every.block * area + every.row * batch_size + every.col
+    scored[keys[::2]] = True  # every other proposal was scored already
+    rest = skipping.propose(scored)
+    assert _as_set(rest) == _as_set(every)[1::2]

@@ -34,14 +34,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._reranker_guide import Block, Candidates, Selection
+from ._reranker_guide import Block, Candidates, Selection, in_sorted, merge_sorted
 from ._verdict_expansion import VerdictExpansion
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,9 @@ class _BlockRanking:
     strata: list[_Stratum]
     identical: np.ndarray
     depth: int
+    #: Sorted positions (see :meth:`positions`) of the candidates found so far, identical texts
+    #: left out: kept by :func:`_record_audit`.
+    found_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _sorted: np.ndarray | None = None
     _where: np.ndarray | None = None
 
@@ -213,7 +216,7 @@ class CandidateBudget:
             if room <= 0:
                 break
             if expansion is not None and expansion.pending:
-                more = ledger.within(ledger.fresh(expansion.propose()), room)
+                more = ledger.within(ledger.fresh(expansion.propose(ledger.scored_map)), room)
                 if len(more):
                     masked = ledger.send(judge, more)
                     links = expansion.add(more, masked)
@@ -368,6 +371,7 @@ class _Ledger:
         self.found_map = np.zeros(len(blocks) * self.area, dtype=bool)
         self._paid = np.zeros(0, dtype=np.int64)  # sorted text-pair keys
         self.found = 0  # distinct candidates masked so far (identical texts included)
+        self._unrecorded: list[np.ndarray] = []  # keys found since the last newly_found()
 
     def key(self, candidates: Candidates) -> np.ndarray:
         return candidates.block * self.area + candidates.row * self.batch_size + candidates.col
@@ -389,7 +393,7 @@ class _Ledger:
         q = self._query_ids[candidates.block, candidates.row]
         d = self._document_ids[candidates.block, candidates.col]
         pairs = q * self._n_texts + d
-        new = (q != d) & ~_in_sorted(pairs, self._paid)
+        new = (q != d) & ~in_sorted(pairs, self._paid)
         if new.any():
             at = np.flatnonzero(new)
             _, first = np.unique(pairs[at], return_index=True)
@@ -406,15 +410,26 @@ class _Ledger:
         q = self._query_ids[candidates.block, candidates.row]
         d = self._document_ids[candidates.block, candidates.col]
         pairs = (q * self._n_texts + d)[q != d]
-        self._paid = np.sort(np.concatenate([self._paid, pairs[~_in_sorted(pairs, self._paid)]]))
+        self._paid, _ = merge_sorted(self._paid, np.unique(pairs[~in_sorted(pairs, self._paid)]))
         self._parts.append(candidates)
         self._verdicts.append(masked)
         keys = self.key(candidates)
         self.scored_map[keys] = True
-        hit = keys[masked]
-        self.found += int((~self.found_map[hit]).sum())
-        self.found_map[hit] = True
+        self.mark_found(keys[masked])
         return masked
+
+    def mark_found(self, keys: np.ndarray) -> None:
+        """Record masked candidates (by :meth:`key`); :meth:`newly_found` hands on the new ones."""
+        new = keys[~self.found_map[keys]]
+        self.found += len(new)
+        self.found_map[keys] = True
+        self._unrecorded.append(new)
+
+    def newly_found(self) -> np.ndarray:
+        """Candidate keys first masked since the last call (each once)."""
+        new = np.unique(np.concatenate(self._unrecorded)) if self._unrecorded else self._paid[:0]
+        self._unrecorded = []
+        return new
 
     def candidates(self) -> Candidates:
         return Candidates.concat(self._parts)
@@ -423,22 +438,24 @@ class _Ledger:
         return np.concatenate(self._verdicts) if self._verdicts else np.zeros(0, dtype=bool)
 
 
-def _in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Which ``values`` are in ``sorted_keys`` (a sorted array)."""
-    if not len(sorted_keys):
-        return np.zeros(values.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
-    return sorted_keys[at] == values
-
-
 def _record_audit(rankings: Sequence[_BlockRanking], ledger: _Ledger) -> None:
-    """Each stratum's audit hits, and the false negatives found in it by any round."""
+    """Each stratum's audit hits, and the false negatives found in it by any round.
+
+    Incremental: only the candidates found since the last call are ranked, and merged into each
+    block's sorted positions of those found before.
+    """
     area = ledger.area
+    new = ledger.newly_found()
+    blocks = new // area
     for index, ranking in enumerate(rankings):
         found_map = ledger.found_map[index * area : (index + 1) * area]
-        found = np.flatnonzero(found_map)
+        found = new[blocks == index] - index * area
         found = found[~np.isin(found, ranking.identical)]
-        positions = np.sort(ranking.positions(found))
+        if len(found):
+            ranking.found_positions, _ = merge_sorted(
+                ranking.found_positions, np.sort(ranking.positions(found))
+            )
+        positions = ranking.found_positions
         for stratum in ranking.strata:
             stratum.hits = int(found_map[stratum.sampled].sum())
             stratum.found = int(

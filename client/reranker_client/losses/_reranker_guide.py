@@ -612,8 +612,11 @@ class GuideJudge:
     def _scores(self, q: np.ndarray, d: np.ndarray) -> np.ndarray:
         asked = ~(self.step.empty[q] | self.step.empty[d])
         _warn_empty_texts_once(bool((~asked).any()))
-        keys = q * self._n + d
-        missing = np.setdiff1d(keys[asked], self._keys)
+        keys = (q * self._n + d)[asked]
+        # Only this call's keys are sorted; the step's scored keys stay sorted by merging into
+        # them, so that the many rounds of a step do not re-sort everything scored so far.
+        distinct = np.unique(keys)
+        missing = distinct[~in_sorted(distinct, self._keys)]
         if len(missing):
             pairs = np.stack([missing // self._n, missing % self._n], axis=1)
             got = self.client.score_pairs(
@@ -624,13 +627,40 @@ class GuideJudge:
                 max_length=self.max_length,
             )
             self.calls += 1
-            all_keys = np.concatenate([self._keys, missing])
-            order = np.argsort(all_keys, kind="stable")
-            self._keys = all_keys[order]
-            self._values = np.concatenate([self._values, np.asarray(got, dtype=np.float64)])[order]
-        out = np.full(keys.shape, np.nan)
-        out[asked] = self._values[np.searchsorted(self._keys, keys[asked])]
+            self._keys, self._values = merge_sorted(
+                self._keys, missing, self._values, np.asarray(got, dtype=np.float64)
+            )
+        out = np.full(asked.shape, np.nan)
+        out[asked] = self._values[np.searchsorted(self._keys, keys)]
         return out
+
+
+def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in ``sorted_keys`` (a sorted array)."""
+    if not len(sorted_keys):
+        return np.zeros(values.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[at] == values
+
+
+def merge_sorted(
+    keys: np.ndarray,
+    new_keys: np.ndarray,
+    values: np.ndarray | None = None,
+    new_values: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``keys`` and ``new_keys`` (both sorted) as one sorted array, in linear time; ``values``
+    and ``new_values``, if given, follow their keys."""
+    at = np.searchsorted(keys, new_keys, side="right") + np.arange(len(new_keys))
+    old = np.ones(len(keys) + len(new_keys), dtype=bool)
+    old[at] = False
+    merged = np.empty(len(old), dtype=np.result_type(keys, new_keys))
+    merged[at], merged[old] = new_keys, keys
+    if values is None or new_values is None:
+        return merged, None
+    merged_values = np.empty(len(old), dtype=np.result_type(values, new_values))
+    merged_values[at], merged_values[old] = new_values, values
+    return merged, merged_values
 
 
 _warned_empty_texts = False
