@@ -14,6 +14,7 @@ from images import (
     build_base_image,
     build_reranker_image,
     build_stand_ins,
+    prune,
     remove_images,
 )
 
@@ -38,7 +39,7 @@ def docker_engine(docker_workdir: Path) -> Iterator[DockerEngine]:
     try:
         yield engine
     finally:
-        remove_images([])  # dangling layers and BuildKit's cache
+        prune()
         engine.stop()
 
 

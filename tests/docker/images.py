@@ -156,8 +156,11 @@ def build_reranker_image(base: str, workdir: Path, log_path: Path) -> str:
 
 
 def remove_images(names: list[str]) -> None:
-    """The images, their dangling layers and BuildKit's cache (vfs keeps a full copy per layer)."""
     if names:
         docker("rmi", "--force", *names, check=False)
+
+
+def prune() -> None:
+    """Dangling layers and BuildKit's cache, once at the end (vfs keeps a full copy per layer)."""
     docker("image", "prune", "--force", check=False)
     docker("builder", "prune", "--all", "--force", timeout=600, check=False)

@@ -18,6 +18,7 @@ from reranker_client.losses._reranker_guide import (
     in_sorted,
     loss_blocks,
     merge_sorted,
+    merge_sorted_values,
     naive_pairs,
     plan_pairs,
     prefilter_candidates,
@@ -313,7 +314,8 @@ def test_merge_sorted_keeps_keys_sorted_and_values_with_their_keys() -> None:
     rng = np.random.default_rng(0)
     keys = np.unique(rng.integers(0, 1000, 200))
     new = np.setdiff1d(np.unique(rng.integers(0, 1000, 100)), keys)
-    merged, values = merge_sorted(keys, new, keys * 2.0, new * 2.0)
+    merged, values = merge_sorted_values(keys, new, keys * 2.0, new * 2.0)
+    assert np.array_equal(merge_sorted(keys, new), merged)
     assert np.array_equal(merged, np.sort(np.concatenate([keys, new])))
     assert values is not None and np.array_equal(values, merged * 2.0)
     assert np.array_equal(in_sorted(np.array([keys[0], new[0], 1001]), keys), [True, False, False])

@@ -410,7 +410,7 @@ class _Ledger:
         q = self._query_ids[candidates.block, candidates.row]
         d = self._document_ids[candidates.block, candidates.col]
         pairs = (q * self._n_texts + d)[q != d]
-        self._paid, _ = merge_sorted(self._paid, np.unique(pairs[~in_sorted(pairs, self._paid)]))
+        self._paid = merge_sorted(self._paid, np.unique(pairs[~in_sorted(pairs, self._paid)]))
         self._parts.append(candidates)
         self._verdicts.append(masked)
         keys = self.key(candidates)
@@ -427,7 +427,9 @@ class _Ledger:
 
     def newly_found(self) -> np.ndarray:
         """Candidate keys first masked since the last call (each once)."""
-        new = np.unique(np.concatenate(self._unrecorded)) if self._unrecorded else self._paid[:0]
+        if not self._unrecorded:
+            return np.zeros(0, dtype=np.int64)
+        new = np.unique(np.concatenate(self._unrecorded))
         self._unrecorded = []
         return new
 
@@ -450,9 +452,9 @@ def _record_audit(rankings: Sequence[_BlockRanking], ledger: _Ledger) -> None:
     for index, ranking in enumerate(rankings):
         found_map = ledger.found_map[index * area : (index + 1) * area]
         found = new[blocks == index] - index * area
-        found = found[~np.isin(found, ranking.identical)]
+        found = found[~in_sorted(found, ranking.identical)]
         if len(found):
-            ranking.found_positions, _ = merge_sorted(
+            ranking.found_positions = merge_sorted(
                 ranking.found_positions, np.sort(ranking.positions(found))
             )
         positions = ranking.found_positions

@@ -627,7 +627,7 @@ class GuideJudge:
                 max_length=self.max_length,
             )
             self.calls += 1
-            self._keys, self._values = merge_sorted(
+            self._keys, self._values = merge_sorted_values(
                 self._keys, missing, self._values, np.asarray(got, dtype=np.float64)
             )
         out = np.full(asked.shape, np.nan)
@@ -643,24 +643,30 @@ def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == values
 
 
-def merge_sorted(
-    keys: np.ndarray,
-    new_keys: np.ndarray,
-    values: np.ndarray | None = None,
-    new_values: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``keys`` and ``new_keys`` (both sorted) as one sorted array, in linear time; ``values``
-    and ``new_values``, if given, follow their keys."""
-    at = np.searchsorted(keys, new_keys, side="right") + np.arange(len(new_keys))
-    old = np.ones(len(keys) + len(new_keys), dtype=bool)
-    old[at] = False
-    merged = np.empty(len(old), dtype=np.result_type(keys, new_keys))
-    merged[at], merged[old] = new_keys, keys
-    if values is None or new_values is None:
-        return merged, None
-    merged_values = np.empty(len(old), dtype=np.result_type(values, new_values))
-    merged_values[at], merged_values[old] = new_values, values
-    return merged, merged_values
+def merge_sorted(keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray:
+    """``keys`` and ``new_keys`` (both sorted) as one sorted array, in linear time."""
+    return _interleave(keys, new_keys, _new_slots(keys, new_keys))
+
+
+def merge_sorted_values(
+    keys: np.ndarray, new_keys: np.ndarray, values: np.ndarray, new_values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_sorted`, with ``values`` and ``new_values`` following their keys."""
+    slots = _new_slots(keys, new_keys)
+    return _interleave(keys, new_keys, slots), _interleave(values, new_values, slots)
+
+
+def _new_slots(keys: np.ndarray, new_keys: np.ndarray) -> np.ndarray:
+    """Where each of ``new_keys`` lands in the merged array."""
+    return np.searchsorted(keys, new_keys, side="right") + np.arange(len(new_keys))
+
+
+def _interleave(old: np.ndarray, new: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    merged = np.empty(len(old) + len(new), dtype=np.result_type(old, new))
+    keep = np.ones(len(merged), dtype=bool)
+    keep[slots] = False
+    merged[slots], merged[keep] = new, old
+    return merged
 
 
 _warned_empty_texts = False

@@ -119,7 +119,7 @@ class VerdictExpansion:
         self._fresh_links = []
         tier2 -= tier1
         parts, tiers = [], []
-        for tier, keys in ((1, tier1), (2, tier2)):
+        for rank, keys in ((1, tier1), (2, tier2)):
             # Each unordered pair once: its candidates are listed both ways round.
             keys = {min(k // n, k % n) * n + max(k // n, k % n) for k in keys}
             fresh = np.fromiter(keys - self._proposed, dtype=np.int64)
@@ -128,7 +128,7 @@ class VerdictExpansion:
                 continue
             found = self._candidates_of(fresh // n, fresh % n)
             parts.append(found)
-            tiers.append(np.full(len(found), tier, dtype=np.int64))
+            tiers.append(np.full(len(found), rank, dtype=np.int64))
         if not parts:
             return Candidates.concat([])
         candidates = Candidates.concat(parts)
