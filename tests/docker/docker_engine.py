@@ -24,8 +24,21 @@ def docker_env() -> dict[str, str]:
     return {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 
-def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the docker client; on failure, the assertion shows the command and its output."""
+# Commands that copy or delete a whole filesystem: on vfs, `docker run` copies the 4 GB image into
+# the new container and `docker rm` deletes that copy. One `run` took over 120 s on a CI machine.
+FILESYSTEM_COMMANDS = {"run", "create", "commit", "rm", "rmi"}
+FILESYSTEM_TIMEOUT = 900.0
+
+
+def docker(
+    *args: str, timeout: float | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the docker client; on failure, the assertion shows the command and its output.
+
+    Without ``timeout``: 15 minutes for commands in ``FILESYSTEM_COMMANDS``, 2 minutes otherwise.
+    """
+    if timeout is None:
+        timeout = FILESYSTEM_TIMEOUT if args[0] in FILESYSTEM_COMMANDS else 120
     result = subprocess.run(
         [DOCKER, *args], capture_output=True, text=True, timeout=timeout, env=docker_env()
     )

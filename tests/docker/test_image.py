@@ -62,4 +62,4 @@ def test_docker_run_as_documented_runs_non_root_turns_healthy_serves_and_stops_w
         assert elapsed < 15, f"docker stop took {elapsed:.1f} s"
         assert exit_code != "137" and oom == "false", state.stdout
     finally:
-        docker("rm", "--force", name, timeout=600, check=False)
+        docker("rm", "--force", name, check=False)

@@ -72,9 +72,9 @@ def readme_machine(base_image: str) -> Iterator[str]:
         timeout=900,
     )  # fmt: skip
     try:
-        docker("commit", name, MACHINE_IMAGE, timeout=600)
+        docker("commit", name, MACHINE_IMAGE)
     finally:
-        docker("rm", "--force", name, timeout=600, check=False)
+        docker("rm", "--force", name, check=False)
     try:
         yield MACHINE_IMAGE
     finally:
@@ -91,7 +91,7 @@ def _run_as_user(image: str, tarball: Path, command: str, *args: str, detach: bo
         "run", *(["--detach"] if detach else []), "--name", name, "--user", USER,
         "--network", "host", "--shm-size", "1g", "--env", "HOME=/tmp/home",
         "--volume", f"{tarball}:/project.tar:ro", *args, image, "bash", "-c", script,
-        timeout=600, check=False,
+        check=False,
     )  # fmt: skip
     return name
 
@@ -150,4 +150,4 @@ def test_readme_first_command_installs_and_serves_on_a_fresh_debian(
             # The same scores as the venv server started with float32: `auto` is float32 on CPU.
             assert_same_ranking_as(url, minilm_server.url)
         finally:
-            docker("rm", "--force", name, timeout=600, check=False)
+            docker("rm", "--force", name, check=False)
