@@ -1,8 +1,9 @@
 """The Docker engine the docker tests run on: Debian's docker.io (``deploy/install-test-tools.sh``).
 
-When no engine answers, one is started here for the session (as root, on the vfs storage driver,
-which works where overlayfs cannot be mounted) with a data root of its own, and stopped and deleted
-afterwards. An engine that was already running is used as it is and left running.
+When no engine answers, one is started here for the session (as root) with a data root of its own,
+and stopped and deleted afterwards. An engine that was already running is used as it is and left
+running. Its storage driver is overlay2 where the kernel can mount an overlay on the data root, and
+vfs otherwise: vfs works everywhere but copies the whole image (4 GB) into every new container.
 
 The client is ``/usr/bin/docker`` with ``DOCKER_BUILDKIT=1``: another ``docker`` earlier on PATH may
 lack BuildKit.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +26,8 @@ def docker_env() -> dict[str, str]:
     return {**os.environ, "DOCKER_BUILDKIT": "1"}
 
 
-# Commands that copy or delete a whole filesystem: on vfs, `docker run` copies the 4 GB image into
-# the new container and `docker rm` deletes that copy. One `run` took over 120 s on a CI machine.
+# Commands that may copy or delete a whole filesystem: on vfs, `docker run` copies the 4 GB image
+# into the new container and `docker rm` deletes that copy. One `run` took over 120 s in CI.
 FILESYSTEM_COMMANDS = {"run", "create", "commit", "rm", "rmi"}
 FILESYSTEM_TIMEOUT = 900.0
 
@@ -56,12 +58,35 @@ def engine_answers() -> bool:
     return docker("info", timeout=30, check=False).returncode == 0
 
 
+def overlay_mounts(root: Path) -> bool:
+    """Whether an overlay filesystem can be mounted under ``root`` (tried, then taken down)."""
+    probe = Path(tempfile.mkdtemp(prefix="overlay-probe-", dir=root))
+    dirs = [probe / d for d in ("lower", "upper", "work", "merged")]
+    try:
+        for d in dirs:
+            d.mkdir()
+        lower, upper, work, merged = dirs
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        mounted = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)],
+            capture_output=True,
+            timeout=30,
+        )
+        if mounted.returncode != 0:
+            return False
+        subprocess.run(["umount", str(merged)], capture_output=True, timeout=30, check=True)
+        return True
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 class DockerEngine:
     """The engine for the session: the running one, or a ``dockerd`` started (and stopped) here."""
 
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self.storage_driver = ""  # of the dockerd started here
 
     def start(self) -> None:
         if engine_answers():
@@ -71,11 +96,12 @@ class DockerEngine:
         )
         assert os.geteuid() == 0, "no Docker engine answers, and starting dockerd needs root"
         DATA_ROOT.mkdir(parents=True, exist_ok=True)
+        self.storage_driver = "overlay2" if overlay_mounts(DATA_ROOT) else "vfs"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [
                 "dockerd",
-                "--storage-driver=vfs",
+                f"--storage-driver={self.storage_driver}",
                 f"--data-root={DATA_ROOT}",
                 f"--pidfile={DATA_ROOT}/dockerd.pid",
             ],
@@ -96,7 +122,7 @@ class DockerEngine:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self) -> None:
-        """Stop the dockerd started here and delete its data (vfs keeps a full copy per layer)."""
+        """Stop the dockerd started here and delete its data."""
         if self.proc is None:
             return
         self.proc.terminate()

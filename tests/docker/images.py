@@ -161,6 +161,6 @@ def remove_images(names: list[str]) -> None:
 
 
 def prune() -> None:
-    """Dangling layers and BuildKit's cache, once at the end (vfs keeps a full copy per layer)."""
+    """Dangling layers and BuildKit's cache, once at the end (on vfs, a full copy per layer)."""
     docker("image", "prune", "--force", timeout=900, check=False)
     docker("builder", "prune", "--all", "--force", timeout=600, check=False)
