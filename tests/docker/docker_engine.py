@@ -86,7 +86,6 @@ class DockerEngine:
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
-        self.storage_driver = ""  # of the dockerd started here
 
     def start(self) -> None:
         if engine_answers():
@@ -96,12 +95,12 @@ class DockerEngine:
         )
         assert os.geteuid() == 0, "no Docker engine answers, and starting dockerd needs root"
         DATA_ROOT.mkdir(parents=True, exist_ok=True)
-        self.storage_driver = "overlay2" if overlay_mounts(DATA_ROOT) else "vfs"
+        storage_driver = "overlay2" if overlay_mounts(DATA_ROOT) else "vfs"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [
                 "dockerd",
-                f"--storage-driver={self.storage_driver}",
+                f"--storage-driver={storage_driver}",
                 f"--data-root={DATA_ROOT}",
                 f"--pidfile={DATA_ROOT}/dockerd.pid",
             ],

@@ -373,32 +373,23 @@ class _Ledger:
         self.found = 0  # distinct candidates masked so far (identical texts included)
         self._unrecorded: list[np.ndarray] = []  # keys found since the last newly_found()
 
-    def key(self, candidates: Candidates) -> np.ndarray:
-        return candidates.block * self.area + candidates.row * self.batch_size + candidates.col
-
     def fresh(self, candidates: Candidates) -> Candidates:
         """``candidates`` not scored before, each once, in their order."""
-        keys = self.key(candidates)
-        keep = ~self.scored_map[keys]
-        if keep.any():
-            # First occurrence of each key among the kept ones.
-            kept = np.flatnonzero(keep)
-            _, first = np.unique(keys[kept], return_index=True)
-            keep[:] = False
-            keep[kept[first]] = True
+        keys = candidates.flat_keys(self.batch_size)
+        keep = _first_occurrences(keys, ~self.scored_map[keys])
         return Candidates(candidates.block[keep], candidates.row[keep], candidates.col[keep])
+
+    def _text_pairs(self, candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
+        """Each candidate's (query text, document text) as one key, and whether the two differ
+        (identical texts are masked without being scored)."""
+        q = self._query_ids[candidates.block, candidates.row]
+        d = self._document_ids[candidates.block, candidates.col]
+        return q * self._n_texts + d, q != d
 
     def within(self, candidates: Candidates, room: int) -> Candidates:
         """The longest prefix of ``candidates`` whose new distinct text pairs fit in ``room``."""
-        q = self._query_ids[candidates.block, candidates.row]
-        d = self._document_ids[candidates.block, candidates.col]
-        pairs = q * self._n_texts + d
-        new = (q != d) & ~in_sorted(pairs, self._paid)
-        if new.any():
-            at = np.flatnonzero(new)
-            _, first = np.unique(pairs[at], return_index=True)
-            new[:] = False
-            new[at[first]] = True
+        pairs, differ = self._text_pairs(candidates)
+        new = _first_occurrences(pairs, differ & ~in_sorted(pairs, self._paid))
         fits = int(np.searchsorted(np.cumsum(new), room, side="right"))
         return Candidates(candidates.block[:fits], candidates.row[:fits], candidates.col[:fits])
 
@@ -407,19 +398,19 @@ class _Ledger:
         if not len(candidates):
             return np.zeros(0, dtype=bool)
         masked = np.asarray(judge(candidates), dtype=bool)
-        q = self._query_ids[candidates.block, candidates.row]
-        d = self._document_ids[candidates.block, candidates.col]
-        pairs = (q * self._n_texts + d)[q != d]
+        pairs, differ = self._text_pairs(candidates)
+        pairs = pairs[differ]
         self._paid = merge_sorted(self._paid, np.unique(pairs[~in_sorted(pairs, self._paid)]))
         self._parts.append(candidates)
         self._verdicts.append(masked)
-        keys = self.key(candidates)
+        keys = candidates.flat_keys(self.batch_size)
         self.scored_map[keys] = True
         self.mark_found(keys[masked])
         return masked
 
     def mark_found(self, keys: np.ndarray) -> None:
-        """Record masked candidates (by :meth:`key`); :meth:`newly_found` hands on the new ones."""
+        """Record masked candidates (by :meth:`Candidates.flat_keys`); :meth:`newly_found` hands
+        on the new ones."""
         new = keys[~self.found_map[keys]]
         self.found += len(new)
         self.found_map[keys] = True
@@ -438,6 +429,15 @@ class _Ledger:
 
     def masked(self) -> np.ndarray:
         return np.concatenate(self._verdicts) if self._verdicts else np.zeros(0, dtype=bool)
+
+
+def _first_occurrences(keys: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``keep``, narrowed to the first occurrence of each key among the kept ones."""
+    out = np.zeros_like(keep)
+    at = np.flatnonzero(keep)
+    _, first = np.unique(keys[at], return_index=True)
+    out[at[first]] = True
+    return out
 
 
 def _record_audit(rankings: Sequence[_BlockRanking], ledger: _Ledger) -> None:

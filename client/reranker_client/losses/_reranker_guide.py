@@ -120,6 +120,10 @@ class Candidates:
     def __len__(self) -> int:
         return int(self.block.shape[0])
 
+    def flat_keys(self, batch_size: int) -> np.ndarray:
+        """One integer per candidate: ``block * B**2 + row * B + col``."""
+        return (self.block * batch_size + self.row) * batch_size + self.col
+
     @classmethod
     def concat(cls, parts: Sequence[Candidates]) -> Candidates:
         if not parts:

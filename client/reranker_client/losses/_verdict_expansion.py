@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from ._reranker_guide import Block, Candidates
@@ -134,8 +136,7 @@ class VerdictExpansion:
         candidates = Candidates.concat(parts)
         tier = np.concatenate(tiers)
         if scored is not None:
-            key = (candidates.block * self.batch_size + candidates.row) * self.batch_size
-            keep = ~scored[key + candidates.col]
+            keep = ~scored[candidates.flat_keys(self.batch_size)]
             candidates = Candidates(
                 candidates.block[keep], candidates.row[keep], candidates.col[keep]
             )
@@ -163,8 +164,7 @@ class VerdictExpansion:
             parts.append(Candidates(np.full(rows.shape, index, dtype=np.int64), rows, cols))
         merged = Candidates.concat(parts)
         # An undirected pair inside one entity lists its candidates twice.
-        keys = (merged.block * self.batch_size + merged.row) * self.batch_size + merged.col
-        _, first_seen = np.unique(keys, return_index=True)
+        _, first_seen = np.unique(merged.flat_keys(self.batch_size), return_index=True)
         first_seen.sort()
         return Candidates(merged.block[first_seen], merged.row[first_seen], merged.col[first_seen])
 
@@ -182,9 +182,8 @@ class VerdictExpansion:
             for begin in range(0, len(pick), _SCORE_CHUNK):
                 r = rows[begin : begin + _SCORE_CHUNK]
                 c = cols[begin : begin + _SCORE_CHUNK]
-                score[begin : begin + _SCORE_CHUNK] = (query[r] * document[c]).sum(-1) - self._own[
-                    r
-                ]
+                similarity = (query[r] * document[c]).sum(-1)
+                score[begin : begin + _SCORE_CHUNK] = similarity - self._own[r]
             out[pick] = score.cpu().numpy()
         return out
 
@@ -192,21 +191,10 @@ class VerdictExpansion:
 def _row_entities(text_ids: Sequence[np.ndarray]) -> np.ndarray:
     """Entity of each text id: texts joined when they are one row's anchor and positive."""
     n_texts = int(max(int(ids.max()) for ids in text_ids if len(ids)) + 1)
-    parent = np.arange(n_texts)
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = int(parent[x])
-        return x
-
-    for a, p in zip(np.asarray(text_ids[0]).tolist(), np.asarray(text_ids[1]).tolist()):
-        ra, rp = find(a), find(p)
-        if ra != rp:
-            parent[max(ra, rp)] = min(ra, rp)
-    roots = np.array([find(x) for x in range(n_texts)])
-    _, entity = np.unique(roots, return_inverse=True)
-    return entity.reshape(-1)
+    anchors, positives = np.asarray(text_ids[0]), np.asarray(text_ids[1])
+    graph = coo_matrix((np.ones(len(anchors)), (anchors, positives)), shape=(n_texts, n_texts))
+    _, entity = connected_components(graph, directed=False)
+    return entity.astype(np.int64)
 
 
 def _members(entity: np.ndarray, n_entities: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
