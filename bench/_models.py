@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reranker_server.model_family import LLM_RERANKER_HF_OVERRIDES as QWEN3_HF_OVERRIDES
+from reranker_server.llm_reranker import LLM_RERANKER_HF_OVERRIDES as QWEN3_HF_OVERRIDES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from tiny_models import MINILM_DIR, copy_tokenizer, write_qwen3_reranker  # noqa: E402

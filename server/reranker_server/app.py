@@ -19,12 +19,12 @@ from .batch_queue import BatchQueue
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .request_limits import BodySizeLimitMiddleware, state_max_length, state_text_limit
+from .request_resolution import RequestResolver
 from .routes import router
-from .score_cache import ScoreCache
+from .score_cache import TieredScoreCache
 from .scoring import GroupKey, Score
 from .service import RerankService
 from .settings import Settings
-from .shared_cache import SharedScoreCache
 
 logger = logging.getLogger("reranker_server")
 
@@ -55,27 +55,18 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         on_batch=on_batch,
         on_failure=backend.mark_dead,  # /health then answers 503 with the reason
     )
-    shared = (
-        SharedScoreCache(
-            settings.redis_url,
-            ttl_s=settings.redis_ttl_s,
-            timeout_s=settings.redis_timeout_s,
-            retry_s=settings.redis_retry_s,
-            max_memory=settings.redis_max_memory,
-            on_error=metrics.redis_errors.inc,
-        )
-        if settings.redis_url
-        else None
-    )
-    service = RerankService(
-        settings, backend, ScoreCache(settings.cache_size), queue, metrics, shared
-    )
+    cache = TieredScoreCache.from_settings(settings, metrics.cache)
+    metrics.read_at_collect(metrics.engine_up, lambda: 1 if backend.alive else 0)
+    metrics.read_at_collect(metrics.cache.entries, lambda: len(cache))
+    metrics.read_at_collect(metrics.cache.bytes, lambda: cache.bytes)
+    metrics.read_at_collect(metrics.embedding_cache_bytes, lambda: backend.embedding_cache_bytes)
+    resolver = RequestResolver(settings, backend)
+    service = RerankService(settings, backend, resolver, cache, queue, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue.start()
-        if shared is not None:
-            await shared.start()
+        await cache.start()
         loading = asyncio.create_task(backend.start(), name="engine-load")
         try:
             yield
@@ -83,8 +74,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             await queue.close()
             loading.cancel()
             await backend.aclose()
-            if shared is not None:
-                await shared.aclose()
+            await cache.aclose()
             metrics.worker_exited()
 
     app = FastAPI(
@@ -108,8 +98,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     def openapi_with_limits() -> dict[str, Any]:
         schema = state_text_limit(openapi(), settings.max_text_chars)
-        if backend.encoder is not None:  # the model's limits are known once it has loaded
-            state_max_length(schema, backend.encoder.min_length, backend.max_length)
+        if backend.family is not None:  # the model's limits are known once it has loaded
+            state_max_length(schema, backend.family.min_length, backend.max_length)
         if keys.enabled:
             document_auth(schema, open_paths(settings))
         return schema

@@ -6,9 +6,26 @@ Two implementations answer the same way:
 - ``RemoteEngineBackend`` (``remote_backend``): one or more ``vllm serve`` processes over HTTP,
   so that several HTTP workers or replicas share one engine per GPU.
 
-The base class owns everything but the engine calls: tokenisation (``PairEncoder``, so truncation
-and prompt format are the same everywhere), the bi-encoder's embedding cache, batch order and the
-read-out. A backend supplies ``_embed`` and ``_classify`` only.
+The base class owns everything but the engine's I/O: the model family (chosen once, when the
+backend is made, and given the engine's tokenizer at load), the one scoring pipeline (the
+family's engine order -> encode -> engine call -> read-out), start-up, warm-up and the engine's
+state. It raises no HTTP errors: an engine that is gone is ``EngineGoneError``, which the service
+answers with a 503.
+
+The contract of a backend (what a new engine adapter, or a fake one in tests, implements):
+
+- ``async _start() -> tokenizer``: bring the engine up, set ``max_length`` (the model's token
+  limit) and ``batch_max_tokens`` (None if unknown), and return the model's tokenizer (a
+  transformers tokenizer);
+- ``async _embed(token_ids: list[list[int]]) -> list[np.ndarray]``: one vector per tokenised
+  text (bi-encoders);
+- ``async _classify(batch: ClassifyInput) -> list[float]``: one raw logit per
+  ``batch.prompts`` entry (cross-encoders, LLM rerankers; ``segment_starts`` are the token
+  types, ``cut_pairs`` the same pairs as text);
+- ``_engine_alive() -> bool``: whether the engine can take work now (cheap; called per request).
+
+``_embed`` and ``_classify`` raise ``EngineGoneError`` when the engine is gone. Optional:
+``_engine_dtype``, ``unavailable_reason`` and ``aclose``.
 
 Tokenisation and read-out run on worker threads, not on the engine's: with several batches in
 flight (``ENGINE_BATCHES_IN_FLIGHT``), the next batch is tokenised while the engine runs this one.
@@ -21,14 +38,12 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
-from .embedding_cache import EmbeddingCache
-from .errors import EngineUnavailableError, InvalidRequestError
-from .model_family import PROMPT_VERSION, QWEN3_DEFAULT_INSTRUCTION, ModelFamily, detect_family
+from .model_family import ClassifyInput, EngineCalls, Family, configured_family
 from .model_fingerprint import model_fingerprint
-from .pair_encoding import EncodedPairs, PairEncoder
 from .scoring import GroupKey, Pair, Score
 from .settings import Settings
 
@@ -52,21 +67,16 @@ class Backend(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model_name = settings.model_name
-        self.family = (
-            detect_family(settings.model)
-            if settings.model_family == "auto"
-            else ModelFamily(settings.model_family)
-        )
-        self.prompt_version = PROMPT_VERSION[self.family]
+        #: The model's family, known from its config before it loads.
+        self.family_class: type[Family[Any, Any]] = configured_family(settings)
+        #: The family with the engine's tokenizer, once the engine is up.
+        self.family: Family[Any, Any] | None = None
         self.state = EngineState.LOADING
         self.error: str | None = None
         self.max_length = 0  # the model's limit, known once loaded
         self.batch_max_tokens: int | None = None
-        self.encoder: PairEncoder | None = None
         self.fingerprint = ""  # of the model's files and dtype, known once loaded
-        self.embeddings = EmbeddingCache(
-            settings.embedding_cache_size, int(settings.embedding_cache_mb * 2**20)
-        )
+        self._engine = EngineCalls(embed=self._embed, classify=self._classify)
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -75,10 +85,11 @@ class Backend(ABC):
         try:
             # Hashing the model's files overlaps loading it.
             files = asyncio.create_task(asyncio.to_thread(model_fingerprint, self.settings.model))
-            await self._start()
+            tokenizer = await self._start()
+            self.family = self.family_class(self.settings, tokenizer)
             self.fingerprint = f"{await files}:{self._engine_dtype()}"
             # The first call is much slower than the rest; pay for it before reporting ready.
-            key = GroupKey(self.default_instruction(), self.max_length)
+            key = GroupKey(self.family_class.instruction_of(None), self.max_length)
             await self._score(key, [("warm-up query", "warm-up document")])
         except Exception as exc:  # noqa: BLE001 - reported through /health, not raised
             logger.exception("the engine failed to start")
@@ -89,21 +100,22 @@ class Backend(ABC):
             logger.info(
                 "engine ready: %s (%s), max_length %d",
                 self.model_name,
-                self.family.value,
+                self.family_class.kind.value,
                 self.max_length,
             )
 
     @abstractmethod
-    async def _start(self) -> None:
-        """Bring the engine up; set ``encoder``, ``max_length`` and ``batch_max_tokens``."""
+    async def _start(self) -> Any:
+        """Bring the engine up; set ``max_length`` and ``batch_max_tokens``; return the
+        model's tokenizer."""
 
     @abstractmethod
     async def _embed(self, token_ids: list[list[int]]) -> list[np.ndarray]:
         """Embed each tokenised text (bi-encoder); ``EngineGoneError`` when the engine is gone."""
 
     @abstractmethod
-    async def _classify(self, encoded: EncodedPairs) -> list[float]:
-        """One raw logit per encoded pair; ``EngineGoneError`` when the engine is gone."""
+    async def _classify(self, batch: ClassifyInput) -> list[float]:
+        """One raw logit per prompt of the batch; ``EngineGoneError`` when the engine is gone."""
 
     def _engine_dtype(self) -> str:
         """The dtype the engine runs the model at (the setting, unless the engine says)."""
@@ -117,10 +129,20 @@ class Backend(ABC):
         """Release the engine (at shutdown)."""
 
     @property
+    def prompt_version(self) -> str:
+        return self.family_class.prompt_version
+
+    @property
     def cache_model_id(self) -> str:
         """The model as score-cache keys name it: its name and its fingerprint, so that another
         model (or dtype) behind the same name never gets this one's cached scores."""
         return f"{self.model_name}@{self.fingerprint}"
+
+    @property
+    def embedding_cache_bytes(self) -> int:
+        """Memory held by the bi-encoder's embedding cache (0 for other families)."""
+        embeddings = getattr(self.family, "embeddings", None)
+        return 0 if embeddings is None else int(embeddings.bytes)
 
     # ---- state ------------------------------------------------------------------------------
 
@@ -139,56 +161,18 @@ class Backend(ABC):
             return "the engine is still loading the model; retry in a few seconds"
         return self.error or f"the engine is {self.state.value}"
 
-    # ---- request resolution -----------------------------------------------------------------
-
-    def default_instruction(self) -> str | None:
-        return QWEN3_DEFAULT_INSTRUCTION if self.family is ModelFamily.LLM_RERANKER else None
-
-    def group_key(self, instruction: str | None, max_length: int | None) -> GroupKey:
-        """The effective (instruction, max_length) of a request; 422 when max_length cannot be."""
-        if self.family is ModelFamily.CROSS_ENCODER:
-            # A cross-encoder has no instruction input: do not split groups on it.
-            instruction = None
-        elif self.family is ModelFamily.LLM_RERANKER and not instruction:
-            instruction = QWEN3_DEFAULT_INSTRUCTION
-        elif not instruction:
-            instruction = None
-        min_length = self.encoder.min_length if self.encoder else 1
-        if max_length is None:
-            max_length = self.max_length
-        elif max_length > self.max_length:
-            raise InvalidRequestError(
-                f"max_length {max_length} is above this model's limit of {self.max_length} tokens"
-            )
-        elif max_length < min_length:
-            raise InvalidRequestError(
-                f"max_length {max_length} is too small for this model: it needs at least "
-                f"{min_length} tokens for its input format"
-            )
-        return GroupKey(instruction, max_length)
-
     # ---- scoring ----------------------------------------------------------------------------
 
     async def _score(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
-        assert self.encoder is not None
-        order = self._engine_order(pairs)
+        """The one pipeline: the family's engine order, encoding, engine call and read-out."""
+        family = self.family
+        assert family is not None
+        order = family.engine_order(pairs)
         if order is not None:
             pairs = [pairs[i] for i in order]
-        encoded = await asyncio.to_thread(self.encoder.encode, key, pairs)
-        if self.family is ModelFamily.BI_ENCODER:
-            cached, missing = self.embeddings.lookup(key.max_length, encoded.texts)
-            fresh: list[np.ndarray] = []
-            if missing:
-                ids = await asyncio.to_thread(
-                    self.encoder.tokenize_texts,
-                    key.max_length,
-                    [encoded.texts[i] for i in missing],
-                )
-                fresh = await self._embed(ids)
-            filled = self.embeddings.fill(key.max_length, encoded.texts, cached, missing, fresh)
-            scores = await asyncio.to_thread(PairEncoder.scores_from_embeddings, encoded, filled)
-        else:
-            scores = PairEncoder.scores_from_logits(await self._classify(encoded))
+        encoded = await asyncio.to_thread(family.encode, key, pairs)
+        answer = await family.call_engine(key, encoded, self._engine)
+        scores: list[Score] = await asyncio.to_thread(family.read_out, encoded, answer)
         if order is None:
             return scores
         unsorted: list[Score] = [scores[0]] * len(scores)
@@ -196,23 +180,18 @@ class Backend(ABC):
             unsorted[i] = scores[position]
         return unsorted
 
-    def _engine_order(self, pairs: Sequence[Pair]) -> list[int] | None:
-        """LLM rerankers: the pairs of one query side by side, so that the engine's prefix cache
-        computes the shared system prompt, instruction and query once for all of them (vLLM
-        reuses cached blocks within one engine step, too). Other families: as they came."""
-        if self.family is not ModelFamily.LLM_RERANKER:
-            return None
-        return sorted(range(len(pairs)), key=lambda i: pairs[i][0])
-
     async def score_batch(self, key: GroupKey, pairs: Sequence[Pair]) -> list[Score]:
+        """Scores of one grouped batch, in order; ``EngineGoneError`` (saying why) when the
+        engine cannot score it."""
         if not self.alive:
-            raise EngineUnavailableError(self.unavailable_reason(), headers={"Retry-After": "5"})
+            raise EngineGoneError(self.unavailable_reason())
         try:
             return await self._score(key, pairs)
         except EngineGoneError as exc:
             # Dead, or (remote) every engine failed this batch while some are still in the pool.
-            reason = self.unavailable_reason() if not self.alive else str(exc)
-            raise EngineUnavailableError(reason, headers={"Retry-After": "5"}) from exc
+            if not self.alive:
+                raise EngineGoneError(self.unavailable_reason()) from exc
+            raise
 
 
 def create_backend(settings: Settings) -> Backend:

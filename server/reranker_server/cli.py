@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .model_family import FAMILY_CHOICES
 from .settings import Settings
 
 
@@ -22,9 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--model", help="model directory or hub id (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--served-model-name")
-    p.add_argument(
-        "--model-family", choices=["auto", "cross-encoder", "llm-reranker", "bi-encoder"]
-    )
+    p.add_argument("--model-family", choices=FAMILY_CHOICES)
     p.add_argument(
         "--engine-url",
         dest="engine_urls",

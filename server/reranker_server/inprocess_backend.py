@@ -24,8 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .backend import Backend, EngineGoneError
-from .model_family import LLM_RERANKER_HF_OVERRIDES, ModelFamily
-from .pair_encoding import EncodedPairs, PairEncoder
+from .model_family import ClassifyInput, ModelFamily, family_class
 from .settings import Settings
 
 R = TypeVar("R")
@@ -60,10 +59,11 @@ def engine_kwargs(settings: Settings, family: ModelFamily, *, on_cpu: bool) -> d
         kwargs["max_model_len"] = s.max_model_len
     if s.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = s.max_num_batched_tokens
-    if family is ModelFamily.LLM_RERANKER:
-        kwargs["hf_overrides"] = dict(LLM_RERANKER_HF_OVERRIDES)
-        if on_cpu:
-            kwargs["block_size"] = _LLM_RERANKER_CPU_BLOCK
+    overrides = family_class(family).hf_overrides
+    if overrides:
+        kwargs["hf_overrides"] = dict(overrides)
+    if family is ModelFamily.LLM_RERANKER and on_cpu:
+        kwargs["block_size"] = _LLM_RERANKER_CPU_BLOCK
     if s.kv_block_size is not None:
         kwargs["block_size"] = s.kv_block_size
     return kwargs
@@ -75,10 +75,11 @@ class InProcessBackend(Backend):
         self._llm: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm-engine")
 
-    async def _start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+    async def _start(self) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
-    def _load(self) -> None:
+    def _load(self) -> Any:
+        """Load the engine (on the engine's thread); the model's tokenizer."""
         if Path(self.settings.model).is_dir():
             # A local model needs no hub; without this, offline machines wait on network timeouts.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -87,13 +88,14 @@ class InProcessBackend(Backend):
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        kwargs = engine_kwargs(self.settings, self.family, on_cpu=current_platform.is_cpu())
+        kind = self.family_class.kind
+        kwargs = engine_kwargs(self.settings, kind, on_cpu=current_platform.is_cpu())
         self._llm = LLM(**kwargs)
-        self.encoder = PairEncoder(self.family, self._llm.get_tokenizer())
         self.max_length = int(self._llm.model_config.max_model_len)
         self.batch_max_tokens = int(
             self._llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
         )
+        return self._llm.get_tokenizer()
 
     async def aclose(self) -> None:
         llm, self._llm = self._llm, None
@@ -133,7 +135,7 @@ class InProcessBackend(Backend):
     async def _embed(self, token_ids: list[list[int]]) -> list[np.ndarray]:
         return await self._on_engine_thread(self._embed_sync, token_ids)
 
-    async def _classify(self, encoded: EncodedPairs) -> list[float]:
+    async def _classify(self, encoded: ClassifyInput) -> list[float]:
         return await self._on_engine_thread(self._classify_sync, encoded)
 
     def _embed_sync(self, token_ids: list[list[int]]) -> list[np.ndarray]:
@@ -143,7 +145,7 @@ class InProcessBackend(Backend):
         outputs = self._llm.embed(prompts, use_tqdm=False)
         return [np.asarray(o.outputs.embedding, dtype=np.float32) for o in outputs]
 
-    def _classify_sync(self, encoded: EncodedPairs) -> list[float]:
+    def _classify_sync(self, encoded: ClassifyInput) -> list[float]:
         from vllm.inputs import TokensPrompt
         from vllm.pooling_params import PoolingParams
 

@@ -8,6 +8,7 @@ writes its values there; /metrics then reports the whole server, whichever worke
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +22,41 @@ from prometheus_client import (
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+class CacheMetrics:
+    """What the score cache (``score_cache.TieredScoreCache``) reports; it writes the counters,
+    and its size is read at collect time."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.pairs_requested = Counter(
+            "reranker_pairs_requested", "Pairs asked for by clients.", registry=r
+        )
+        self.hits = Counter(
+            "reranker_cache_hits", "Pairs answered from the score cache.", registry=r
+        )
+        self.misses = Counter(
+            "reranker_cache_misses", "Pairs not found in the score cache.", registry=r
+        )
+        self.redis_hits = Counter(
+            "reranker_redis_hits",
+            "Pairs answered by the shared (Redis) cache after a local miss.",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "reranker_redis_errors",
+            "Failed shared-cache operations (the local cache carried on alone).",
+            registry=r,
+        )
+        self.entries = Gauge(
+            "reranker_cache_entries", "Scores held in the score cache.", registry=r
+        )
+        self.bytes = Gauge(
+            "reranker_cache_bytes",
+            "Memory held by this worker's score cache (an estimate per entry).",
+            registry=r,
+        )
 
 
 class Metrics:
@@ -60,18 +96,6 @@ class Metrics:
             "Engine batches being scored now (at most ENGINE_BATCHES_IN_FLIGHT).",
             registry=r,
         )
-        self.cache_hits = Counter(
-            "reranker_cache_hits", "Pairs answered from the score cache.", registry=r
-        )
-        self.cache_misses = Counter(
-            "reranker_cache_misses", "Pairs not found in the score cache.", registry=r
-        )
-        self.cache_entries = Gauge(
-            "reranker_cache_entries", "Scores held in the score cache.", registry=r
-        )
-        self.pairs_requested = Counter(
-            "reranker_pairs_requested", "Pairs asked for by clients.", registry=r
-        )
         self.pairs_scored = Counter(
             "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
         )
@@ -83,16 +107,19 @@ class Metrics:
         self.engine_up = Gauge(
             "reranker_engine_up", "1 when the engine is ready and alive, else 0.", registry=r
         )
-        self.redis_hits = Counter(
-            "reranker_redis_hits",
-            "Pairs answered by the shared (Redis) cache after a local miss.",
+        self.embedding_cache_bytes = Gauge(
+            "reranker_embedding_cache_bytes",
+            "Memory held by the bi-encoder's text-embedding cache (vectors and texts).",
             registry=r,
         )
-        self.redis_errors = Counter(
-            "reranker_redis_errors",
-            "Failed shared-cache operations (the local cache carried on alone).",
-            registry=r,
-        )
+        self.cache = CacheMetrics(r)
+        # Gauges of state that lives elsewhere, read when /metrics is collected (not written
+        # on every change by whoever changes it).
+        self._read_at_collect: list[tuple[Gauge, Callable[[], float]]] = []
+
+    def read_at_collect(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Set ``gauge`` from ``read()`` each time the metrics are collected."""
+        self._read_at_collect.append((gauge, read))
 
     @staticmethod
     def multiprocess() -> bool:
@@ -100,6 +127,8 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text for /metrics: this registry, or every worker's values in multiprocess mode."""
+        for gauge, read in self._read_at_collect:
+            gauge.set(read())
         if self.multiprocess():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -1,77 +1,172 @@
-"""Which kind of reranker a model is, and how one (query, document) pair becomes its input.
+"""Which kind of reranker a model is, and the base of the family objects that know how to score it.
 
-Three families:
+Three families, one module each:
 
-- ``cross-encoder``: sequence classification with one label; score = sigmoid(logit).
-- ``llm-reranker``: Qwen3-Reranker format; the server writes the chat prompt and vLLM reads p(yes)
-  through its sequence-classification conversion (``classifier_from_token`` no/yes).
-- ``bi-encoder``: an embedding model; score = cosine similarity, instruction prefixed to the query.
+- ``cross-encoder`` (``cross_encoder``): sequence classification with one label;
+  score = sigmoid(logit).
+- ``llm-reranker`` (``llm_reranker``): Qwen3-Reranker format; the server writes the chat prompt
+  and vLLM reads p(yes) through its sequence-classification conversion (``classifier_from_token``
+  no/yes).
+- ``bi-encoder`` (``bi_encoder``): an embedding model; score = cosine similarity, instruction
+  prefixed to the query.
+
+A family is chosen once, when the backend is made (``family_class``: what is known from the
+config alone, such as the score range and the default instruction), and instantiated once the
+engine's tokenizer is loaded (``create_family``). The backend then runs one pipeline for every
+family: ``engine_order`` -> ``encode`` -> ``call_engine`` -> ``read_out``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from .scoring import GroupKey, Pair, Score
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 class ModelFamily(str, Enum):
+    """The family names: the one place they are written (settings and the CLI derive theirs)."""
+
     CROSS_ENCODER = "cross-encoder"
     LLM_RERANKER = "llm-reranker"
     BI_ENCODER = "bi-encoder"
 
 
-# Bumped whenever the way a family turns a pair into model input changes, so that cached scores
-# from an older prompt format are never served (it is part of every cache key).
-PROMPT_VERSION = {
-    ModelFamily.CROSS_ENCODER: "ce-1",
-    ModelFamily.LLM_RERANKER: "qwen3-1",
-    ModelFamily.BI_ENCODER: "bi-1",
-}
-
-SCORE_RANGE = {
-    ModelFamily.CROSS_ENCODER: "sigmoid(logit) in [0, 1]; raw_score is the logit",
-    ModelFamily.LLM_RERANKER: "p(yes) in [0, 1]; raw_score is logit(yes) - logit(no)",
-    ModelFamily.BI_ENCODER: "cosine similarity in [-1, 1]",
-}
-
-# The Qwen3-Reranker prompt, as published with the model.
-QWEN3_PREFIX = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
-    'the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
-    "<|im_start|>user\n"
-)
-QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-QWEN3_DEFAULT_INSTRUCTION = (
-    "Given a web search query, retrieve relevant passages that answer the query"
-)
-
-LLM_RERANKER_HF_OVERRIDES: dict[str, Any] = {
-    "architectures": ["Qwen3ForSequenceClassification"],
-    "classifier_from_token": ["no", "yes"],
-    "is_original_qwen3_reranker": True,
-}
+#: What ``RERANKER_MODEL_FAMILY`` and ``--model-family`` accept.
+FAMILY_CHOICES: tuple[str, ...] = ("auto", *(f.value for f in ModelFamily))
 
 
-def qwen3_body(instruction: str, query: str, document: str) -> str:
-    """The user turn of the Qwen3-Reranker prompt. The document comes last so that cutting the
-    tokenised body from the right shortens the document first and keeps the query."""
-    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+@dataclass
+class ClassifyInput:
+    """A batch for a classifying engine call: one token sequence per pair (``prompts``).
+
+    A cross-encoder whose tokenizer has token types also gives ``segment_starts`` (where the
+    document segment begins) and ``cut_pairs`` (the pair cut to fit, as text, for engines that
+    take text only)."""
+
+    prompts: list[list[int]]
+    segment_starts: list[int] | None = None
+    cut_pairs: list[Pair] | None = None
 
 
-def bi_encoder_query(instruction: str | None, query: str) -> str:
-    return f"{instruction}{query}" if instruction else query
+#: Embed each tokenised text; one vector per text.
+EmbedFn = Callable[[list[list[int]]], Awaitable[list[np.ndarray]]]
+#: One raw logit per prompt of the batch.
+ClassifyFn = Callable[[ClassifyInput], Awaitable[list[float]]]
+
+
+@dataclass(frozen=True)
+class EngineCalls:
+    """The two engine calls a backend offers; each family uses one of them."""
+
+    embed: EmbedFn
+    classify: ClassifyFn
+
+
+E = TypeVar("E")  # a family's encoded batch
+R = TypeVar("R")  # what its engine call answers
+
+
+class Family(ABC, Generic[E, R]):
+    """One model family with one model's tokenizer: format, encode, call the engine, read out.
+
+    Class attributes are known before the model loads (``/info`` reports them while loading);
+    the instance holds the tokenizer. Tokenisation is thread-safe (``encode`` and
+    ``tokenize_texts`` run on worker threads)."""
+
+    kind: ClassVar[ModelFamily]
+    #: Bumped whenever the way a pair becomes model input changes, so that cached scores from an
+    #: older format are never served (it is part of every cache key).
+    prompt_version: ClassVar[str]
+    score_range: ClassVar[str]
+    #: The instruction used when a request gives none (None: the family takes none by default).
+    default_instruction: ClassVar[str | None] = None
+    #: ``hf_overrides`` the engine must load the model with.
+    hf_overrides: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, settings: Settings, tokenizer: Any) -> None:
+        self.settings = settings
+        self.tokenizer = tokenizer
+        # A fast tokenizer's truncation settings are state of the one Rust object, set on each
+        # call: two batches tokenised at once on two threads would race on them.
+        self._lock = threading.Lock()
+        #: The smallest max_length this family's input format fits in.
+        self.min_length = 2
+
+    @classmethod
+    def instruction_of(cls, requested: str | None) -> str | None:
+        """The instruction a request's pairs are scored (and grouped, and cached) under."""
+        return requested or cls.default_instruction
+
+    def engine_order(self, pairs: Sequence[Pair]) -> list[int] | None:
+        """The order to hand the pairs to the engine in, or None for as they came."""
+        return None
+
+    def encode(self, key: GroupKey, pairs: Sequence[Pair]) -> E:
+        """The batch's engine input; each pair encoded on its own terms (thread-safe)."""
+        with self._lock:
+            return self._encode(key, pairs)
+
+    @abstractmethod
+    def _encode(self, key: GroupKey, pairs: Sequence[Pair]) -> E: ...
+
+    @abstractmethod
+    async def call_engine(self, key: GroupKey, encoded: E, engine: EngineCalls) -> R:
+        """Run the encoded batch through the engine."""
+
+    @abstractmethod
+    def read_out(self, encoded: E, answer: R) -> list[Score]:
+        """One score per pair of the batch, in the encoded order."""
+
+    def tokenize_texts(self, max_length: int, texts: Sequence[str]) -> list[list[int]]:
+        """Each text on its own, cut to max_length tokens (bi-encoder input; usage counts)."""
+        if not texts:
+            return []
+        with self._lock:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
+        return list(enc["input_ids"])
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class ClassifierFamily(Family[ClassifyInput, list[float]]):
+    """Families scored by one classify call per batch: relevance = sigmoid(raw logit)."""
+
+    async def call_engine(
+        self, key: GroupKey, encoded: ClassifyInput, engine: EngineCalls
+    ) -> list[float]:
+        return await engine.classify(encoded)
+
+    def read_out(self, encoded: ClassifyInput, answer: list[float]) -> list[Score]:
+        return [Score(relevance=sigmoid(x), raw=float(x)) for x in answer]
 
 
 def _read_config(model: str) -> dict[str, Any]:
     path = Path(model) / "config.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        config: dict[str, Any] = json.loads(path.read_text())
+        return config
     # A hub id: let transformers resolve it (from the local cache when offline).
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(model).to_dict()
+    return AutoConfig.from_pretrained(model).to_dict()  # type: ignore[no-any-return]
 
 
 def detect_family(model: str, config: dict[str, Any] | None = None) -> ModelFamily:
@@ -94,3 +189,29 @@ def detect_family(model: str, config: dict[str, Any] | None = None) -> ModelFami
             )
         return ModelFamily.CROSS_ENCODER
     return ModelFamily.BI_ENCODER
+
+
+def family_class(kind: ModelFamily) -> type[Family[Any, Any]]:
+    """The class of a family (imported here, not at the top: the family modules import this)."""
+    from .bi_encoder import BiEncoder
+    from .cross_encoder import CrossEncoder
+    from .llm_reranker import LlmReranker
+
+    classes: dict[ModelFamily, type[Family[Any, Any]]] = {
+        ModelFamily.CROSS_ENCODER: CrossEncoder,
+        ModelFamily.LLM_RERANKER: LlmReranker,
+        ModelFamily.BI_ENCODER: BiEncoder,
+    }
+    return classes[ModelFamily(kind)]
+
+
+def configured_family(settings: Settings) -> type[Family[Any, Any]]:
+    """The family of the configured model: ``RERANKER_MODEL_FAMILY``, or detected when auto."""
+    if settings.model_family == "auto":
+        return family_class(detect_family(settings.model))
+    return family_class(ModelFamily(settings.model_family))
+
+
+def create_family(settings: Settings, tokenizer: Any) -> Family[Any, Any]:
+    """The family object of the configured model, with the engine's tokenizer."""
+    return configured_family(settings)(settings, tokenizer)

@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import Backend, EngineGoneError
 from .engine_pool import EnginePool, EngineRequestError, NoEngineError
-from .pair_encoding import EncodedPairs, PairEncoder
+from .model_family import ClassifyInput
 from .settings import Settings
 
 logger = logging.getLogger("reranker_server")
@@ -50,7 +50,7 @@ class RemoteEngineBackend(Backend):
         )
         self._engine_model: str | None = None
 
-    async def _start(self) -> None:
+    async def _start(self) -> Any:
         if Path(self.settings.model).is_dir():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
@@ -60,7 +60,6 @@ class RemoteEngineBackend(Backend):
             self.settings.model,
             trust_remote_code=self.settings.trust_remote_code,
         )
-        self.encoder = PairEncoder(self.family, tokenizer)
         self.pool.start()
         # Engines may still be loading their model: wait for one (the server reports "loading").
         deadline = time.monotonic() + self.settings.engine_start_timeout_s
@@ -76,6 +75,7 @@ class RemoteEngineBackend(Backend):
         self.max_length = int(models["max_model_len"])
         if self.settings.max_model_len is not None:
             self.max_length = min(self.max_length, self.settings.max_model_len)
+        return tokenizer
 
     @staticmethod
     async def _models(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
@@ -106,7 +106,7 @@ class RemoteEngineBackend(Backend):
     async def _embed(self, token_ids: list[list[int]]) -> list[np.ndarray]:
         return await self._on_engines(lambda c, u: self._embed_call(c, u, token_ids))
 
-    async def _classify(self, encoded: EncodedPairs) -> list[float]:
+    async def _classify(self, encoded: ClassifyInput) -> list[float]:
         if encoded.cut_pairs is not None:
             return await self._on_engines(lambda c, u: self._score_text(c, u, encoded))
         return await self._on_engines(lambda c, u: self._classify_call(c, u, encoded))
@@ -134,12 +134,12 @@ class RemoteEngineBackend(Backend):
         return [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data]
 
     async def _classify_call(
-        self, c: httpx.AsyncClient, url: str, enc: EncodedPairs
+        self, c: httpx.AsyncClient, url: str, enc: ClassifyInput
     ) -> list[float]:
         body = {"input": enc.prompts, "use_activation": False}
         return [d["probs"][0] for d in await self._post(c, f"{url}/classify", body)]
 
-    async def _score_text(self, c: httpx.AsyncClient, url: str, enc: EncodedPairs) -> list[float]:
+    async def _score_text(self, c: httpx.AsyncClient, url: str, enc: ClassifyInput) -> list[float]:
         assert enc.cut_pairs is not None
         body = {
             "queries": [q for q, _ in enc.cut_pairs],

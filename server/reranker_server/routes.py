@@ -18,7 +18,6 @@ from .compat import (
     tei_ranks,
 )
 from .errors import TEI_STYLE, error_body
-from .model_family import SCORE_RANGE
 from .request_limits import check_text_lengths
 from .schemas import (
     ErrorResponse,
@@ -138,9 +137,7 @@ async def rerank_batch_simple(
 async def health(service: ServiceDep) -> Response:
     """200 only when the engine is loaded and alive; 503 while loading or after it died."""
     backend = service.backend
-    alive = backend.alive
-    service.metrics.engine_up.set(1 if alive else 0)
-    if not alive:
+    if not backend.alive:
         return JSONResponse(
             error_body("engine_unavailable", backend.unavailable_reason()), status_code=503
         )
@@ -160,10 +157,10 @@ async def info(service: ServiceDep) -> InfoResponse:
     b, s = service.backend, service.settings
     return InfoResponse(
         model=b.model_name,
-        family=b.family.value,
+        family=b.family_class.kind.value,
         version=__version__,
-        score_range=SCORE_RANGE[b.family],
-        default_instruction=b.default_instruction(),
+        score_range=b.family_class.score_range,
+        default_instruction=b.family_class.default_instruction,
         cache_size=s.cache_size,
         limits=Limits(
             max_pairs_per_request=s.max_pairs_per_request,
@@ -181,6 +178,5 @@ async def metrics(service: ServiceDep) -> Response:
     m = service.metrics
     m.queue_depth.set(service.queue.depth)
     m.batches_in_flight.set(service.queue.in_flight)
-    m.engine_up.set(1 if service.backend.alive else 0)
     body, content_type = m.exposition()
     return Response(body, media_type=content_type)

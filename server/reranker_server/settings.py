@@ -8,7 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-FamilyName = Literal["auto", "cross-encoder", "llm-reranker", "bi-encoder"]
+from .model_family import ModelFamily
+
+#: ``auto`` (detected from the model's config) or a family's name (``model_family.ModelFamily``).
+FamilyName = ModelFamily | Literal["auto"]
 
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"

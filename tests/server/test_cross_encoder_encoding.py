@@ -1,11 +1,12 @@
-"""Pair encoding with the real MiniLM tokenizer: a pair's tokens never depend on its batch-mates."""
+"""Cross-encoder pair encoding with the real MiniLM tokenizer: a pair's tokens never depend on
+its batch-mates."""
 
 from __future__ import annotations
 
 import pytest
-from reranker_server.model_family import ModelFamily
-from reranker_server.pair_encoding import PairEncoder
+from reranker_server.cross_encoder import CrossEncoder
 from reranker_server.scoring import GroupKey
+from reranker_server.settings import Settings
 from tiny_models import MINILM_DIR
 
 MEDIUM_QUERY = "what is the capital city of france and how many people lived there in the year 1900"
@@ -14,10 +15,10 @@ LONG_QUERY = " ".join(["question"] * 100)
 
 
 @pytest.fixture(scope="module")
-def encoder() -> PairEncoder:
+def encoder() -> CrossEncoder:
     from transformers import AutoTokenizer
 
-    return PairEncoder(ModelFamily.CROSS_ENCODER, AutoTokenizer.from_pretrained(MINILM_DIR))
+    return CrossEncoder(Settings(), AutoTokenizer.from_pretrained(MINILM_DIR))
 
 
 def test_a_long_query_batch_mate_changes_no_other_pairs_tokens(encoder):
