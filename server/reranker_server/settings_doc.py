@@ -1,8 +1,8 @@
 """The settings reference, generated from ``Settings``: ``docs/configuration.md``.
 
 ``python -m reranker_server.settings_doc`` writes the file; ``--check`` exits 1 when the file
-differs from what ``Settings`` says (tests/fast/test_settings_doc.py runs the same check), so the
-reference cannot drift from the code. Field descriptions live on the fields themselves.
+differs from what ``Settings`` says (tests/fast/test_fast_settings_doc.py runs the same check),
+so the reference cannot drift from the code. Field descriptions live on the fields themselves.
 """
 
 from __future__ import annotations
