@@ -15,14 +15,11 @@ Scores carry no meaning; the cost per token is what these models are for.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from reranker_server.llm_reranker import LLM_RERANKER_HF_OVERRIDES as QWEN3_HF_OVERRIDES
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from tiny_models import MINILM_DIR, copy_tokenizer, write_qwen3_reranker  # noqa: E402
+from reranker_server.testing.tiny_models import MINILM_DIR, copy_tokenizer, write_qwen3_reranker
 
 CACHE = Path("/tmp/reranker-bench-models")
 QWEN3_LAYERS = 2

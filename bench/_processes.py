@@ -1,4 +1,4 @@
-"""Process helpers, reused from the test suite's tests/server_process.py.
+"""Process helpers for the benchmarks: ``reranker_server.testing.processes``, shared with the tests.
 
 ``ServerProcess`` starts ``reranker-server`` and ``EngineProcess`` starts ``vllm serve`` (the CPU
 build's module entry point), both on a free loopback port with their log in a file, and
@@ -8,17 +8,15 @@ build's module entry point), both on a free loopback port with their log in a fi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from server_process import (  # noqa: E402
+from reranker_server.testing.processes import (
     EngineProcess,
     ServerProcess,
     free_port,
     metric_samples,
 )
 
-__all__ = ["EngineProcess", "ServerProcess", "free_port", "metric_samples"]
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["ROOT", "EngineProcess", "ServerProcess", "free_port", "metric_samples"]

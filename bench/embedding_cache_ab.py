@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from server_process import ServerProcess  # noqa: E402
+from reranker_server.testing.processes import ServerProcess
 
 
 def fresh_pass(url: str, n: int = 64) -> float:

@@ -39,21 +39,29 @@ class Settings(BaseSettings):
     model_family: FamilyName = Field(
         default="auto", description="Override the family detected from the model's config."
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, description="Port to listen on.")
 
     # Engine (vLLM) settings.
-    dtype: str = "auto"
+    dtype: str = Field(
+        default="auto",
+        description="Engine dtype; `auto` is float32 on CPU (vLLM's own `auto` would serve a "
+        "float32 model in float16), the model's dtype elsewhere.",
+    )
     max_model_len: int | None = Field(default=None, description="Engine context length override.")
     gpu_memory_utilization: float = Field(
         default=0.35,
         description="Fraction of accelerator memory (on CPU: of the NUMA node) vLLM may reserve.",
     )
-    enforce_eager: bool = True
+    enforce_eager: bool = Field(
+        default=True, description="No CUDA graphs or compilation (the sane choice on CPU)."
+    )
     max_num_batched_tokens: int | None = Field(
         default=None, description="Engine token budget per scheduler step (vLLM default if unset)."
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(
+        default=False, description="Allow a model repository's own code to run."
+    )
 
     # Remote engines (the remote-engine backend is used when this is set).
     engine_urls: Annotated[list[str], NoDecode] = Field(
@@ -141,9 +149,13 @@ class Settings(BaseSettings):
     )
 
     # Request limits.
-    max_pairs_per_request: int = Field(default=100_000, ge=1)
+    max_pairs_per_request: int = Field(
+        default=100_000,
+        ge=1,
+        description="Larger requests get 422 (reranker_client splits its calls to fit).",
+    )
 
-    log_level: str = "info"
+    log_level: str = Field(default="info", description="Log level of the server's loggers.")
 
     # API keys, client compatibility and input limits.
     api_key: Annotated[list[str], NoDecode] = Field(

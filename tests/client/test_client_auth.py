@@ -2,6 +2,7 @@
 
 A fake server on ``httpx.MockTransport`` records the ``Authorization`` header of every request
 and answers 401 ``{error: "unauthorized", detail}`` without the right key, as the service does.
+Every test runs once with each client (``kind``: sync and async).
 """
 
 from __future__ import annotations
@@ -60,41 +61,74 @@ def _sync(server: FakeGuardedServer, **kwargs: Any) -> RerankerClient:
     )
 
 
-def test_api_key_is_sent_as_a_bearer_token() -> None:
+def _async(server: FakeGuardedServer, **kwargs: Any) -> AsyncRerankerClient:
+    return AsyncRerankerClient(
+        "http://reranker.test",
+        transport=httpx.MockTransport(server.handler),
+        reranker_batch_size=8,
+        **kwargs,
+    )
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+async def score_pairs(
+    kind: str,
+    server: FakeGuardedServer,
+    queries: list[str],
+    documents: list[str],
+    pairs: Any,
+    **kwargs: Any,
+) -> list[float]:
+    """``score_pairs`` on a fresh client of that kind, closed afterwards."""
+    if kind == "sync":
+        with _sync(server, **kwargs) as client:
+            return client.score_pairs(queries, documents, pairs)
+    async with _async(server, **kwargs) as client:
+        return await client.score_pairs(queries, documents, pairs)
+
+
+async def test_api_key_is_sent_as_a_bearer_token(kind: str) -> None:
     server = FakeGuardedServer(KEY)
-    with _sync(server, api_key=KEY) as client:
-        assert client.score_pairs(["a", "bb"], ["x", "yy"], [(0, 1), (1, 0)]) == [12.0, 21.0]
+    scores = await score_pairs(
+        kind, server, ["a", "bb"], ["x", "yy"], [(0, 1), (1, 0)], api_key=KEY
+    )
+    assert scores == [12.0, 21.0]
     assert server.authorizations == [f"Bearer {KEY}"]
 
 
-def test_key_comes_from_the_environment_when_not_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_key_comes_from_the_environment_when_not_passed(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(API_KEY_ENV, KEY)
     server = FakeGuardedServer(KEY)
-    with _sync(server) as client:
-        client.score_pairs(["a"], ["x"], [(0, 0)])
+    await score_pairs(kind, server, ["a"], ["x"], [(0, 0)])
     assert server.authorizations == [f"Bearer {KEY}"]
 
 
-def test_explicit_key_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_explicit_key_wins_over_the_environment(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(API_KEY_ENV, "from-env")
     server = FakeGuardedServer(KEY)
-    with _sync(server, api_key=KEY) as client:
-        client.score_pairs(["a"], ["x"], [(0, 0)])
+    await score_pairs(kind, server, ["a"], ["x"], [(0, 0)], api_key=KEY)
     assert server.authorizations == [f"Bearer {KEY}"]
 
 
-def test_no_key_sends_no_header() -> None:
+async def test_no_key_sends_no_header(kind: str) -> None:
     server = FakeGuardedServer(KEY)
-    with _sync(server) as client, pytest.raises(RerankerAuthenticationError):
-        client.score_pairs(["a"], ["x"], [(0, 0)])
+    with pytest.raises(RerankerAuthenticationError, match=API_KEY_ENV):
+        await score_pairs(kind, server, ["a"], ["x"], [(0, 0)])
     assert server.authorizations == [None]
 
 
-def test_401_says_how_to_pass_the_key_and_is_not_retried() -> None:
+async def test_401_says_how_to_pass_the_key_and_is_not_retried(kind: str) -> None:
     server = FakeGuardedServer(KEY)
-    with _sync(server, api_key="wrong") as client:
-        with pytest.raises(RerankerAuthenticationError) as caught:
-            client.score_pairs(["a"], ["x"], [(0, 0)])
+    with pytest.raises(RerankerAuthenticationError) as caught:
+        await score_pairs(kind, server, ["a"], ["x"], [(0, 0)], api_key="wrong")
     error = caught.value
     assert isinstance(error, RerankerBadRequestError)
     assert error.status_code == 401 and error.error == "unauthorized"
@@ -103,27 +137,13 @@ def test_401_says_how_to_pass_the_key_and_is_not_retried() -> None:
     assert len(server.authorizations) == 1
 
 
-async def test_async_client_sends_the_key_and_maps_401() -> None:
-    server = FakeGuardedServer(KEY)
-    transport = httpx.MockTransport(server.handler)
-    async with AsyncRerankerClient(
-        "http://reranker.test", transport=transport, reranker_batch_size=8, api_key=KEY
-    ) as client:
-        assert await client.score_pairs(["a"], ["x"], [(0, 0)]) == [11.0]
-    async with AsyncRerankerClient(
-        "http://reranker.test", transport=transport, reranker_batch_size=8
-    ) as client:
-        with pytest.raises(RerankerAuthenticationError, match=API_KEY_ENV):
-            await client.score_pairs(["a"], ["x"], [(0, 0)])
-    assert server.authorizations == [f"Bearer {KEY}", None]
-
-
-def test_numpy_pair_arrays_are_sent_in_order_and_checked() -> None:
+async def test_numpy_pair_arrays_are_sent_in_order_and_checked(kind: str) -> None:
     server = FakeGuardedServer(KEY)
     pairs = np.array([[1, 2], [0, 0], [2, 1]] * 5, dtype=np.int64)
-    with _sync(server, api_key=KEY) as client:
-        scores = client.score_pairs(["a", "bb", "ccc"], ["x", "yy", "zzz"], pairs)
-        with pytest.raises(ValueError, match="out of range"):
-            client.score_pairs(["a"], ["x"], np.array([[0, 3]]))
+    scores = await score_pairs(
+        kind, server, ["a", "bb", "ccc"], ["x", "yy", "zzz"], pairs, api_key=KEY
+    )
+    with pytest.raises(ValueError, match="out of range"):
+        await score_pairs(kind, server, ["a"], ["x"], np.array([[0, 3]]), api_key=KEY)
     assert scores == [10.0 * (q + 1) + (d + 1) for q, d in pairs.tolist()]
     assert len(server.authorizations) == 2  # 15 pairs in requests of at most 8

@@ -1,13 +1,15 @@
 """Fault handling, splitting and fallbacks of the reranker clients, against a fake server.
 
 Every test talks to :class:`FakeRerankServer` through ``httpx.MockTransport``: no real server,
-no network. Sleeps and the clock are replaced by :class:`FakeTime`, so backoffs and deadlines are
-checked exactly and cost no wall time.
+no network. Tests taking the ``twin`` fixture run once with each client, sync and async. Sleeps
+and the clock are replaced by :class:`FakeTime`, so backoffs and deadlines are checked exactly
+and cost no wall time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sys
 import threading
@@ -189,6 +191,31 @@ def make_async_client(
     return client
 
 
+class Twin:
+    """One of the two clients, driven alike: ``await twin.call(client.rerank(...))`` awaits the
+    async client's coroutine and passes the sync client's result through, so one test body
+    checks both (they share their planning and parsing; only the I/O is written twice)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def make(
+        self, server: FakeRerankServer, fake_time: FakeTime | None = None, **kwargs: Any
+    ) -> Any:
+        if self.kind == "sync":
+            return make_client(server, fake_time, **kwargs)
+        return make_async_client(server, fake_time, **kwargs)
+
+    @staticmethod
+    async def call(result: Any) -> Any:
+        return await result if inspect.isawaitable(result) else result
+
+
+@pytest.fixture(params=["sync", "async"])
+def twin(request: pytest.FixtureRequest) -> Twin:
+    return Twin(request.param)
+
+
 QUERIES = ["what is a cat", "how do planes fly", "best pasta recipe"]
 DOCUMENTS = [f"document number {i}" for i in range(8)]
 # Ten pairs in a deliberately unsorted order, with a repeated pair.
@@ -226,14 +253,14 @@ def causes(error: BaseException) -> list[BaseException]:
 # Retries
 
 
-def test_429_with_retry_after_is_honoured_then_succeeds() -> None:
+async def test_429_with_retry_after_is_honoured_then_succeeds(twin: Twin) -> None:
     server = FakeRerankServer()
     server.fail("/rerank", error_response(429, "overloaded", "queue full", {"Retry-After": "7"}))
     fake_time = FakeTime()
-    client = make_client(server, fake_time, reranker_batch_size=16)
+    client = twin.make(server, fake_time, reranker_batch_size=16)
     client._random = lambda: 1.0  # the largest jitter, still far below Retry-After
 
-    response = client.rerank(QUERIES[0], DOCUMENTS[:3])
+    response = await twin.call(client.rerank(QUERIES[0], DOCUMENTS[:3]))
 
     assert fake_time.sleeps == [7.0]
     assert server.paths() == ["/rerank", "/rerank"]
@@ -242,15 +269,15 @@ def test_429_with_retry_after_is_honoured_then_succeeds() -> None:
     assert [r.index for r in response.results] == expected_ranking(QUERIES[0], DOCUMENTS[:3])
 
 
-def test_503_twice_then_success_backs_off_exponentially() -> None:
+async def test_503_twice_then_success_backs_off_exponentially(twin: Twin) -> None:
     server = FakeRerankServer()
     unavailable = error_response(503, "unavailable", "engine loading")
     server.fail("/rerank_batch_simple", unavailable, unavailable)
     fake_time = FakeTime()
-    client = make_client(server, fake_time, reranker_batch_size=16, backoff_base=0.5)
+    client = twin.make(server, fake_time, reranker_batch_size=16, backoff_base=0.5)
     client._random = lambda: 0.5
 
-    scores = client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
+    scores = await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS))
 
     assert scores == expected_scores(PAIRS)
     assert client.stats.retries == 2
@@ -260,13 +287,13 @@ def test_503_twice_then_success_backs_off_exponentially() -> None:
     assert fake_time.sleeps == [0.25, 0.5]
 
 
-def test_429_on_every_attempt_raises_overloaded_after_max_retries() -> None:
+async def test_429_on_every_attempt_raises_overloaded_after_max_retries(twin: Twin) -> None:
     server = FakeRerankServer()
     server.fail("/rerank", error_response(429, "overloaded", "queue full"), forever=True)
-    client = make_client(server, reranker_batch_size=16, max_retries=2)
+    client = twin.make(server, reranker_batch_size=16, max_retries=2)
 
     with pytest.raises(RerankerOverloadedError) as caught:
-        client.rerank(QUERIES[0], DOCUMENTS[:2])
+        await twin.call(client.rerank(QUERIES[0], DOCUMENTS[:2]))
 
     assert isinstance(caught.value, RerankerUnavailableError)
     assert caught.value.status_code == 429
@@ -275,27 +302,27 @@ def test_429_on_every_attempt_raises_overloaded_after_max_retries() -> None:
     assert client.stats.retries == 2
 
 
-def test_connection_refused_raises_unavailable_chained_to_httpx_error() -> None:
+async def test_connection_refused_raises_unavailable_chained_to_httpx_error(twin: Twin) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
     server = FakeRerankServer()
     server.fail("/rerank", refuse, forever=True)
-    client = make_client(server, reranker_batch_size=16, max_retries=3)
+    client = twin.make(server, reranker_batch_size=16, max_retries=3)
 
     with pytest.raises(RerankerUnavailableError) as caught:
-        client.rerank(QUERIES[0], DOCUMENTS[:2])
+        await twin.call(client.rerank(QUERIES[0], DOCUMENTS[:2]))
 
     assert not isinstance(caught.value, RerankerOverloadedError)
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert len(server.calls) == 4
 
 
-def test_read_timeouts_until_the_deadline_raise_timeout_error() -> None:
+async def test_read_timeouts_until_the_deadline_raise_timeout_error(twin: Twin) -> None:
     server = FakeRerankServer()
     fake_time = FakeTime()
     server.fail("/rerank_batch_simple", timing_out(fake_time), forever=True)
-    client = make_client(
+    client = twin.make(
         server,
         fake_time,
         reranker_batch_size=16,
@@ -308,7 +335,7 @@ def test_read_timeouts_until_the_deadline_raise_timeout_error() -> None:
     start = fake_time.now
 
     with pytest.raises(RerankerTimeoutError) as caught:
-        client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
+        await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS))
 
     assert "deadline" in str(caught.value)
     assert any(isinstance(cause, httpx.ReadTimeout) for cause in causes(caught.value))
@@ -318,27 +345,27 @@ def test_read_timeouts_until_the_deadline_raise_timeout_error() -> None:
     assert client.stats.retries == len(server.calls) - 1
 
 
-def test_attempt_timeout_is_clipped_to_what_remains_of_the_deadline() -> None:
+async def test_attempt_timeout_is_clipped_to_what_remains_of_the_deadline(twin: Twin) -> None:
     server = FakeRerankServer()
     fake_time = FakeTime()
     server.fail("/rerank", timing_out(fake_time), forever=True)
-    client = make_client(server, fake_time, reranker_batch_size=16, timeout=60.0, deadline=10.0)
+    client = twin.make(server, fake_time, reranker_batch_size=16, timeout=60.0, deadline=10.0)
 
     with pytest.raises(RerankerTimeoutError):
-        client.rerank(QUERIES[0], DOCUMENTS[:2])
+        await twin.call(client.rerank(QUERIES[0], DOCUMENTS[:2]))
 
     assert server.timeouts == [10.0]
 
 
-def test_422_surfaces_the_server_detail_without_retrying() -> None:
+async def test_422_surfaces_the_server_detail_without_retrying(twin: Twin) -> None:
     detail = [{"loc": ["body", "pairs", 0], "msg": "index out of range", "type": "value_error"}]
     server = FakeRerankServer()
     server.fail("/rerank_batch_simple", error_response(422, "invalid_request", detail))
     fake_time = FakeTime()
-    client = make_client(server, fake_time, reranker_batch_size=16)
+    client = twin.make(server, fake_time, reranker_batch_size=16)
 
     with pytest.raises(RerankerBadRequestError) as caught:
-        client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
+        await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS))
 
     error = caught.value
     assert error.status_code == 422
@@ -350,26 +377,26 @@ def test_422_surfaces_the_server_detail_without_retrying() -> None:
     assert client.stats.retries == 0
 
 
-def test_500_is_a_server_error_and_not_retried() -> None:
+async def test_500_is_a_server_error_and_not_retried(twin: Twin) -> None:
     server = FakeRerankServer()
     server.fail("/rerank", error_response(500, "internal", "boom"))
-    client = make_client(server, reranker_batch_size=16)
+    client = twin.make(server, reranker_batch_size=16)
 
     with pytest.raises(RerankerServerError) as caught:
-        client.rerank(QUERIES[0], DOCUMENTS[:2])
+        await twin.call(client.rerank(QUERIES[0], DOCUMENTS[:2]))
 
     assert caught.value.status_code == 500
     assert len(server.calls) == 1
 
 
-def test_health_makes_a_single_attempt() -> None:
+async def test_health_makes_a_single_attempt(twin: Twin) -> None:
     server = FakeRerankServer()
-    assert make_client(server).health()["status"] == "ok"
+    assert (await twin.call(twin.make(server).health()))["status"] == "ok"
 
     server.fail("/health", error_response(503, "unavailable", "engine loading"))
-    client = make_client(server)
+    client = twin.make(server)
     with pytest.raises(RerankerUnavailableError) as caught:
-        client.health()
+        await twin.call(client.health())
     assert caught.value.detail == "engine loading"
     assert client.stats.requests == 1
 
@@ -388,12 +415,12 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
 # Fallback from missing batch endpoints
 
 
-def test_missing_batch_simple_falls_back_to_rerank_and_remembers_it() -> None:
+async def test_missing_batch_simple_falls_back_to_rerank_and_remembers_it(twin: Twin) -> None:
     server = FakeRerankServer(missing={"/rerank_batch_simple"})
-    client = make_client(server, reranker_batch_size=16)
+    client = twin.make(server, reranker_batch_size=16)
     pairs = [(1, 2), (0, 0), (1, 0), (0, 3), (1, 2)]
 
-    scores = client.score_pairs(QUERIES, DOCUMENTS, pairs)
+    scores = await twin.call(client.score_pairs(QUERIES, DOCUMENTS, pairs))
 
     assert scores == expected_scores(pairs)
     assert server.paths() == ["/rerank_batch_simple", "/rerank", "/rerank"]
@@ -407,22 +434,24 @@ def test_missing_batch_simple_falls_back_to_rerank_and_remembers_it() -> None:
     assert "/rerank_batch_simple" in client.unsupported_endpoints
 
     server.calls.clear()
-    assert client.score_pairs(QUERIES, DOCUMENTS, PAIRS) == expected_scores(PAIRS)
+    assert await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS)) == expected_scores(PAIRS)
     assert set(server.paths()) == {"/rerank"}  # straight to /rerank this time
     assert client.stats.fallbacks == 2
 
 
 @pytest.mark.parametrize("status", [404, 405, 501])
-def test_missing_rerank_batch_falls_back_to_individual_reranks(status: int) -> None:
+async def test_missing_rerank_batch_falls_back_to_individual_reranks(
+    twin: Twin, status: int
+) -> None:
     server = FakeRerankServer()
     server.fail("/rerank_batch", error_response(status, "unsupported", "no such endpoint"))
-    client = make_client(server, reranker_batch_size=16)
+    client = twin.make(server, reranker_batch_size=16)
     requests: list[RerankRequestLike] = [
         RerankRequest(QUERIES[0], DOCUMENTS[:3]),
         {"query": QUERIES[1], "documents": DOCUMENTS[3:7], "top_n": 2},
     ]
 
-    responses = client.rerank_batch(requests)
+    responses = await twin.call(client.rerank_batch(requests))
 
     assert server.paths() == ["/rerank_batch", "/rerank", "/rerank"]
     assert [r.index for r in responses[0].results] == expected_ranking(QUERIES[0], DOCUMENTS[:3])
@@ -436,11 +465,11 @@ def test_missing_rerank_batch_falls_back_to_individual_reranks(status: int) -> N
 # Splitting and reassembly
 
 
-def test_score_pairs_is_split_and_each_request_carries_only_its_texts() -> None:
+async def test_score_pairs_is_split_and_each_request_carries_only_its_texts(twin: Twin) -> None:
     server = FakeRerankServer()
-    client = make_client(server, reranker_batch_size=3)
+    client = twin.make(server, reranker_batch_size=3)
 
-    scores = client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
+    scores = await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS))
 
     assert scores == expected_scores(PAIRS)
     bodies = server.bodies("/rerank_batch_simple")
@@ -456,12 +485,12 @@ def test_score_pairs_is_split_and_each_request_carries_only_its_texts() -> None:
     assert client.stats.pairs_sent == 10
 
 
-def test_rerank_with_split_documents_merges_sorts_and_applies_top_n() -> None:
+async def test_rerank_with_split_documents_merges_sorts_and_applies_top_n(twin: Twin) -> None:
     server = FakeRerankServer()
-    client = make_client(server, reranker_batch_size=3)
+    client = twin.make(server, reranker_batch_size=3)
     documents = DOCUMENTS[:7]
 
-    response = client.rerank(QUERIES[2], documents, top_n=2, return_documents=True)
+    response = await twin.call(client.rerank(QUERIES[2], documents, top_n=2, return_documents=True))
 
     bodies = server.bodies("/rerank")
     assert [body["documents"] for body in bodies] == [documents[0:3], documents[3:6], documents[6:]]
@@ -471,12 +500,14 @@ def test_rerank_with_split_documents_merges_sorts_and_applies_top_n() -> None:
     assert response.usage.pairs == 7
 
 
-def test_rerank_with_split_documents_keeps_every_result_with_its_original_index() -> None:
+async def test_rerank_with_split_documents_keeps_every_result_with_its_original_index(
+    twin: Twin,
+) -> None:
     server = FakeRerankServer()
-    client = make_client(server, reranker_batch_size=3)
+    client = twin.make(server, reranker_batch_size=3)
     documents = DOCUMENTS[:7]
 
-    response = client.rerank(QUERIES[0], documents)
+    response = await twin.call(client.rerank(QUERIES[0], documents))
 
     assert [r.index for r in response.results] == expected_ranking(QUERIES[0], documents)
     scores = [r.relevance_score for r in response.results]
@@ -486,13 +517,13 @@ def test_rerank_with_split_documents_keeps_every_result_with_its_original_index(
     )
 
 
-def test_rerank_batch_is_split_by_total_pairs_and_reassembled_in_order() -> None:
+async def test_rerank_batch_is_split_by_total_pairs_and_reassembled_in_order(twin: Twin) -> None:
     server = FakeRerankServer()
-    client = make_client(server, reranker_batch_size=4)
+    client = twin.make(server, reranker_batch_size=4)
     sizes = [(0, 2), (2, 4), (0, 5), (7, 8)]  # 2 + 2 | 4 (first part of 5) | 1 + 1
     requests = [RerankRequest(QUERIES[i % 3], DOCUMENTS[a:b]) for i, (a, b) in enumerate(sizes)]
 
-    responses = client.rerank_batch(requests)
+    responses = await twin.call(client.rerank_batch(requests))
 
     bodies = server.bodies("/rerank_batch")
     assert [[len(r["documents"]) for r in body["requests"]] for body in bodies] == [
@@ -507,37 +538,39 @@ def test_rerank_batch_is_split_by_total_pairs_and_reassembled_in_order() -> None
         assert response.usage.pairs == len(request.documents)
 
 
-def test_default_batch_size_is_read_once_from_info() -> None:
+async def test_default_batch_size_is_read_once_from_info(twin: Twin) -> None:
     server = FakeRerankServer(max_pairs_per_request=4)
-    client = make_client(server)
+    client = twin.make(server)
     assert client.reranker_batch_size is None
 
-    assert client.score_pairs(QUERIES, DOCUMENTS, PAIRS[:9]) == expected_scores(PAIRS[:9])
+    assert await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS[:9])) == expected_scores(
+        PAIRS[:9]
+    )
     assert server.paths() == ["/info"] + ["/rerank_batch_simple"] * 3
     assert client.reranker_batch_size == 4
 
     server.calls.clear()
-    client.score_pairs(QUERIES, DOCUMENTS, PAIRS[:9])
+    await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS[:9]))
     assert "/info" not in server.paths()
 
 
-def test_a_failing_chunk_fails_the_whole_call() -> None:
+async def test_a_failing_chunk_fails_the_whole_call(twin: Twin) -> None:
     server = FakeRerankServer()
     server.fail("/rerank_batch_simple", error_response(422, "invalid_request", "too long"))
-    client = make_client(server, reranker_batch_size=2)
+    client = twin.make(server, reranker_batch_size=2)
 
     with pytest.raises(RerankerBadRequestError):
-        client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
+        await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS))
 
 
-def test_invalid_pairs_are_rejected_before_anything_is_sent() -> None:
+async def test_invalid_pairs_are_rejected_before_anything_is_sent(twin: Twin) -> None:
     server = FakeRerankServer()
-    client = make_client(server, reranker_batch_size=4)
+    client = twin.make(server, reranker_batch_size=4)
 
     with pytest.raises(ValueError):
-        client.score_pairs(QUERIES, DOCUMENTS, [(0, len(DOCUMENTS))])
+        await twin.call(client.score_pairs(QUERIES, DOCUMENTS, [(0, len(DOCUMENTS))]))
     with pytest.raises(TypeError):
-        client.score_pairs(QUERIES, DOCUMENTS, [(0.0, 1)])  # type: ignore[list-item]
+        await twin.call(client.score_pairs(QUERIES, DOCUMENTS, [(0.0, 1)]))  # type: ignore[list-item]
     assert server.calls == []
 
 
@@ -648,60 +681,7 @@ def test_context_manager_closes_the_client() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The async twin
-
-
-async def test_async_429_with_retry_after_is_honoured_then_succeeds() -> None:
-    server = FakeRerankServer()
-    server.fail("/rerank", error_response(429, "overloaded", "queue full", {"Retry-After": "7"}))
-    fake_time = FakeTime()
-    client = make_async_client(server, fake_time, reranker_batch_size=16)
-    client._random = lambda: 1.0
-
-    response = await client.rerank(QUERIES[0], DOCUMENTS[:3])
-
-    assert fake_time.sleeps == [7.0]
-    assert client.stats.retries == 1
-    assert [r.index for r in response.results] == expected_ranking(QUERIES[0], DOCUMENTS[:3])
-    await client.aclose()
-
-
-async def test_async_503_twice_then_success() -> None:
-    server = FakeRerankServer()
-    unavailable = error_response(503, "unavailable", "engine loading")
-    server.fail("/rerank_batch_simple", unavailable, unavailable)
-    fake_time = FakeTime()
-    async with make_async_client(server, fake_time, reranker_batch_size=16) as client:
-        client._random = lambda: 0.5
-        scores = await client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
-
-    assert scores == expected_scores(PAIRS)
-    assert client.stats.retries == 2
-    assert fake_time.sleeps == [0.25, 0.5]
-
-
-async def test_async_read_timeouts_until_the_deadline_raise_timeout_error() -> None:
-    server = FakeRerankServer()
-    fake_time = FakeTime()
-    server.fail("/rerank_batch_simple", timing_out(fake_time), forever=True)
-    client = make_async_client(
-        server,
-        fake_time,
-        reranker_batch_size=16,
-        timeout=4.0,
-        deadline=30.0,
-        max_retries=1000,
-        backoff_base=1.0,
-        backoff_max=2.0,
-    )
-    start = fake_time.now
-
-    with pytest.raises(RerankerTimeoutError) as caught:
-        await client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
-
-    assert any(isinstance(cause, httpx.ReadTimeout) for cause in causes(caught.value))
-    assert fake_time.now - start <= 30.0
-    assert len(server.calls) >= 4
+# The async client only: concurrency within one event loop
 
 
 async def test_async_missing_batch_simple_falls_back_and_remembers_it() -> None:
@@ -717,56 +697,6 @@ async def test_async_missing_batch_simple_falls_back_and_remembers_it() -> None:
     server.calls.clear()
     assert await client.score_pairs(QUERIES, DOCUMENTS, PAIRS[:4]) == expected_scores(PAIRS[:4])
     assert set(server.paths()) == {"/rerank"}
-
-
-async def test_async_422_surfaces_the_server_detail_without_retrying() -> None:
-    server = FakeRerankServer()
-    server.fail("/rerank", error_response(422, "invalid_request", "max_length too large"))
-    fake_time = FakeTime()
-    client = make_async_client(server, fake_time, reranker_batch_size=16)
-
-    with pytest.raises(RerankerBadRequestError) as caught:
-        await client.rerank(QUERIES[0], DOCUMENTS[:2], max_length=10**6)
-
-    assert (caught.value.status_code, caught.value.detail) == (422, "max_length too large")
-    assert len(server.calls) == 1 and fake_time.sleeps == []
-
-
-async def test_async_score_pairs_is_split_with_only_the_texts_each_chunk_uses() -> None:
-    server = FakeRerankServer()
-    client = make_async_client(server, reranker_batch_size=3)
-
-    assert await client.score_pairs(QUERIES, DOCUMENTS, PAIRS) == expected_scores(PAIRS)
-
-    bodies = server.bodies("/rerank_batch_simple")
-    assert len(bodies) == 4
-    for start, body in zip(range(0, len(PAIRS), 3), bodies, strict=True):
-        chunk = PAIRS[start : start + 3]
-        assert sorted(body["queries"]) == sorted({QUERIES[q] for q, _ in chunk})
-        assert sorted(body["documents"]) == sorted({DOCUMENTS[d] for _, d in chunk})
-
-
-async def test_async_rerank_with_split_documents_merges_and_applies_top_n() -> None:
-    server = FakeRerankServer()
-    client = make_async_client(server, reranker_batch_size=3)
-    documents = DOCUMENTS[:7]
-
-    response = await client.rerank(QUERIES[2], documents, top_n=4)
-
-    assert len(server.bodies("/rerank")) == 3
-    assert [r.index for r in response.results] == expected_ranking(QUERIES[2], documents)[:4]
-    assert response.usage.pairs == 7
-
-
-async def test_async_rerank_batch_falls_back_when_the_endpoint_is_missing() -> None:
-    server = FakeRerankServer(missing={"/rerank_batch"})
-    client = make_async_client(server, reranker_batch_size=16)
-    requests = [RerankRequest(QUERIES[0], DOCUMENTS[:3]), RerankRequest(QUERIES[1], DOCUMENTS[3:])]
-
-    responses = await client.rerank_batch(requests)
-
-    assert server.paths() == ["/rerank_batch", "/rerank", "/rerank"]
-    assert [r.index for r in responses[1].results] == expected_ranking(QUERIES[1], DOCUMENTS[3:])
 
 
 async def test_async_default_batch_size_is_read_once_from_info() -> None:
@@ -803,16 +733,16 @@ async def test_async_requests_in_flight_never_exceed_max_concurrency() -> None:
     assert peak == 3
 
 
-async def test_async_unavailable_after_retries_is_typed_and_chained() -> None:
+async def test_unavailable_after_retries_is_typed_and_chained(twin: Twin) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
     server = FakeRerankServer()
     server.fail("/info", refuse, forever=True)
-    client = make_async_client(server, max_retries=2)
+    client = twin.make(server, max_retries=2)
 
     with pytest.raises(RerankerUnavailableError) as caught:
-        await client.score_pairs(QUERIES, DOCUMENTS, PAIRS)
+        await twin.call(client.score_pairs(QUERIES, DOCUMENTS, PAIRS))
 
     assert isinstance(caught.value, RerankerError)
     assert isinstance(caught.value.__cause__, httpx.ConnectError)

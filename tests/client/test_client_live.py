@@ -1,12 +1,18 @@
-"""The client against the real server on the real engine (the session's MiniLM server)."""
+"""The clients against the real server on the real engine (the session's MiniLM server).
+
+Tests taking ``kind`` run once with each client, sync and async."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +35,27 @@ DOCS = [
 ]
 
 
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@asynccontextmanager
+async def open_client(kind: str, url: str, **kwargs: Any) -> AsyncIterator[Any]:
+    """A client of that kind, closed on exit."""
+    if kind == "sync":
+        with RerankerClient(url, **kwargs) as client:
+            yield client
+    else:
+        async with AsyncRerankerClient(url, **kwargs) as client:
+            yield client
+
+
+async def call(result: Any) -> Any:
+    """The async client's coroutine awaited, the sync client's result as it is."""
+    return await result if inspect.isawaitable(result) else result
+
+
 def direct_scores(url: str, queries, documents, pairs, **kw) -> list[float]:
     """The server's own answer for the pairs, in one plain HTTP request."""
     r = httpx.post(
@@ -40,17 +67,17 @@ def direct_scores(url: str, queries, documents, pairs, **kw) -> list[float]:
     return r.json()["scores"]
 
 
-def test_health_and_info(minilm_server):
-    with RerankerClient(minilm_server.url) as client:
-        assert client.health()["status"] == "ok"
-        info = client.info()
+async def test_health_and_info(minilm_server, kind):
+    async with open_client(kind, minilm_server.url) as client:
+        assert (await call(client.health()))["status"] == "ok"
+        info = await call(client.info())
         assert info.family == "bi-encoder"
         assert info.limits.max_pairs_per_request == 100_000
 
 
-def test_rerank_matches_the_server(minilm_server):
-    with RerankerClient(minilm_server.url) as client:
-        response = client.rerank(QUERY, DOCS, top_n=3, return_documents=True)
+async def test_rerank_matches_the_server(minilm_server, kind):
+    async with open_client(kind, minilm_server.url) as client:
+        response = await call(client.rerank(QUERY, DOCS, top_n=3, return_documents=True))
     assert [r.index for r in response.results][0] == 1
     assert len(response.results) == 3
     assert all(r.document == DOCS[r.index] for r in response.results)
@@ -59,10 +86,10 @@ def test_rerank_matches_the_server(minilm_server):
         assert r.relevance_score == pytest.approx(want[r.index], abs=1e-6)
 
 
-def test_rerank_split_across_requests_keeps_indexes(minilm_server):
+async def test_rerank_split_across_requests_keeps_indexes(minilm_server, kind):
     docs = [f"document {i} about {'Paris' if i % 5 == 0 else 'other things'}" for i in range(23)]
-    with RerankerClient(minilm_server.url, reranker_batch_size=4) as client:
-        split = client.rerank(QUERY, docs)
+    async with open_client(kind, minilm_server.url, reranker_batch_size=4) as client:
+        split = await call(client.rerank(QUERY, docs))
         assert client.stats.requests >= 6  # 23 documents in chunks of 4
     with RerankerClient(minilm_server.url) as client:
         whole = client.rerank(QUERY, docs)
@@ -72,28 +99,30 @@ def test_rerank_split_across_requests_keeps_indexes(minilm_server):
     assert split.usage.pairs == 23
 
 
-def test_score_pairs_split_preserves_pair_order(minilm_server):
+async def test_score_pairs_split_preserves_pair_order(minilm_server, kind):
     tag = uuid.uuid4().hex[:6]
     queries = [f"query {i} {tag}" for i in range(6)]
     documents = [f"document {j} {tag}" for j in range(9)]
     pairs = [(i, j) for i in range(6) for j in range(9) if (i + j) % 2 == 0]
     want = direct_scores(minilm_server.url, queries, documents, [list(p) for p in pairs])
-    with RerankerClient(minilm_server.url, reranker_batch_size=5, max_concurrency=3) as client:
-        got = client.score_pairs(queries, documents, pairs)
+    async with open_client(
+        kind, minilm_server.url, reranker_batch_size=5, max_concurrency=3
+    ) as client:
+        got = await call(client.score_pairs(queries, documents, pairs))
         stats = client.stats.snapshot()
     assert got == pytest.approx(want, abs=1e-6)
     assert stats.pairs_sent == len(pairs)
     assert stats.cache_hits == len(pairs)  # direct_scores already asked for every pair
 
 
-def test_rerank_batch_mixed_instructions(minilm_server):
+async def test_rerank_batch_mixed_instructions(minilm_server, kind):
     requests = [
         RerankRequest(QUERY, DOCS, instruction="query: "),
         RerankRequest("fruit", DOCS),
         {"query": QUERY, "documents": DOCS[:2], "max_length": 64},
     ]
-    with RerankerClient(minilm_server.url, reranker_batch_size=5) as client:
-        responses = client.rerank_batch(requests)
+    async with open_client(kind, minilm_server.url, reranker_batch_size=5) as client:
+        responses = await call(client.rerank_batch(requests))
     assert len(responses) == 3
     assert responses[1].results[0].index == 2  # bananas for "fruit"
     assert len(responses[2].results) == 2
@@ -102,10 +131,10 @@ def test_rerank_batch_mixed_instructions(minilm_server):
         assert [x["index"] for x in alone["results"]] == [r.index for r in resp.results]
 
 
-def test_bad_request_surfaces_server_detail(minilm_server):
-    with RerankerClient(minilm_server.url) as client:
+async def test_bad_request_surfaces_server_detail(minilm_server, kind):
+    async with open_client(kind, minilm_server.url) as client:
         with pytest.raises(RerankerBadRequestError) as exc:
-            client.rerank(QUERY, DOCS, max_length=100_000)
+            await call(client.rerank(QUERY, DOCS, max_length=100_000))
         assert exc.value.status_code == 422
         assert "above this model's limit" in str(exc.value.detail)
         assert client.stats.retries == 0
