@@ -321,3 +321,19 @@ def test_earlier_keyword_arguments_still_work_and_name_their_replacement(
         OptimizedRerankerCachedGISTEmbedLoss(
             student, client=client, preset="balanced", target_recall=0.9
         )
+
+
+def test_matryoshka_wraps_the_loss_step_and_the_reranker_is_asked_once(student, service) -> None:
+    """MatryoshkaLoss decorates a cached loss's ``calculate_loss`` (CachedLossMixin's loss step):
+    every dimension is trained, and the reranker is consulted once per step, not per dimension."""
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    _, model = twin_students(student)
+    inner = RerankerCachedGISTEmbedLoss(model, client=service.client(), mini_batch_size=8)
+    loss = MatryoshkaLoss(model, inner, matryoshka_dims=[384, 64])
+    model.zero_grad(set_to_none=True)
+    value = loss(features(model, COLUMNS[:2]), None)
+    value.backward()
+    assert len(service.bodies) == 1
+    assert torch.isfinite(value) and value.item() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

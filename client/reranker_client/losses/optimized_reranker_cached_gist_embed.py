@@ -175,7 +175,8 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
                     "not both; put those values into the selection strategy."
                 )
             selection = _selection_from_legacy(legacy)
-        super().__init__(model, client, *args, selection=selection or RecallBudget(), **kwargs)
+        kwargs["selection"] = selection or RecallBudget()
+        super().__init__(model, client, *args, **kwargs)
 
 
 def _selection_from_legacy(options: dict[str, Any]) -> SelectionStrategy:

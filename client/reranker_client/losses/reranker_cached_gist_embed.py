@@ -445,7 +445,11 @@ class RerankerCachedGISTEmbedLoss(CachedLossMixin, nn.Module):
             ).sum()
 
     def get_config_dict(self) -> dict[str, Any]:
-        selection = asdict(self.selection) if is_dataclass(self.selection) else {}  # type: ignore[arg-type]
+        strategy: Any = self.selection
+        # The strategy's values, for the model card (the built-in strategies are dataclasses).
+        selection: dict[str, Any] = (
+            asdict(strategy) if is_dataclass(strategy) and not isinstance(strategy, type) else {}
+        )
         return {
             "reranker_url": self.reranker_url,
             "reranker": self.reranker_info,
