@@ -38,15 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 from reranker_client.losses import PRESETS
-from reranker_client.losses._candidate_budget import BudgetConfig, CandidateBudget
-from reranker_client.losses._reranker_guide import (
-    GuideJudge,
-    Selection,
-    StepTexts,
-    judge_all,
-    loss_blocks,
-    prefilter_candidates,
-)
+from reranker_client.losses import RecallBudget as BudgetConfig
+from reranker_client.losses._candidates import loss_blocks
+from reranker_client.losses._judge import GuideJudge, Selection, judge_all
+from reranker_client.losses._prefilter import prefilter_candidates
+from reranker_client.losses._recall_budget import CandidateBudget
+from reranker_client.losses._texts import StepTexts
 
 BATCH_SIZES = (256, 1024, 2048, 4096)
 MARGIN = 0.05

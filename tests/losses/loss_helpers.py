@@ -2,7 +2,8 @@
 
 The fake service is a real :class:`RerankerClient` on an ``httpx.MockTransport`` that scores
 ``/rerank_batch_simple`` pairs with the cosine similarity of a guide model's embeddings, exactly as
-the bi-encoder family of the real service does, and records every request it answers.
+the bi-encoder family of the real service does (or from a table: :class:`TableService`), and
+records every request it answers.
 """
 
 from __future__ import annotations
@@ -128,19 +129,45 @@ class FakeService:
         assert request.url.path == "/rerank_batch_simple", request.url.path
         body = json.loads(request.content)
         self.bodies.append(body)
-        queries = self.embed(body["queries"])
-        documents = self.embed(body["documents"])
-        scores, hits = [], 0
+        scores = self.scores(body["queries"], body["documents"], body["pairs"])
+        hits = 0
         for q, d in body["pairs"]:
             key = (body["queries"][q], body["documents"][d])
             hits += key in self.seen
             self.seen.add(key)
-            scores.append(float(queries[q] @ documents[d]))
         usage = {"pairs": len(scores), "cache_hits": hits}
         return httpx.Response(200, json={"model": "fake", "scores": scores, "usage": usage})
 
+    def scores(
+        self, queries: list[str], documents: list[str], pairs: list[list[int]]
+    ) -> list[float]:
+        """The guide's cosine similarity of each pair."""
+        query_vectors, document_vectors = self.embed(queries), self.embed(documents)
+        return [float(query_vectors[q] @ document_vectors[d]) for q, d in pairs]
+
+    def sent_pairs(self) -> list[tuple[str, str]]:
+        """Every (query, document) text pair scored so far, in order."""
+        return [
+            (body["queries"][q], body["documents"][d])
+            for body in self.bodies
+            for q, d in body["pairs"]
+        ]
+
     def client(self) -> RerankerClient:
         return RerankerClient("http://fake.test", transport=httpx.MockTransport(self.handler))
+
+
+class TableService(FakeService):
+    """A :class:`FakeService` whose scores come from ``score(query_text, document_text)``."""
+
+    def __init__(self, score: Callable[[str, str], float]) -> None:
+        super().__init__(embed=lambda texts: np.zeros((len(texts), 1)))
+        self.score = score
+
+    def scores(
+        self, queries: list[str], documents: list[str], pairs: list[list[int]]
+    ) -> list[float]:
+        return [self.score(queries[q], documents[d]) for q, d in pairs]
 
 
 def guide_embedder(guide: SentenceTransformer) -> Callable[[list[str]], np.ndarray]:

@@ -1,8 +1,9 @@
-"""The optimized loss's default selection (``_candidate_budget``), without a server or a model.
+"""The optimized loss's default selection (``RecallBudget``), without a server or a model.
 
 The "service" is :class:`FakeCosineService`: the guide's cosine similarity of made-up text
 embeddings (clustered by topic, so that a batch holds many false negatives), scored through the
-real :class:`GuideJudge`, so the budget is checked on exactly what the loss runs.
+real :class:`GuideJudge` and the selector ``RecallBudget.start()`` gives the loss, so the
+budget is checked on exactly what the loss runs.
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from reranker_client.losses._candidate_budget import BudgetConfig, CandidateBudget
-from reranker_client.losses._reranker_guide import (
-    GuideJudge,
-    StepTexts,
-    all_candidates,
-    judge_all,
-    loss_blocks,
-)
+from reranker_client.losses import RecallBudget
+from reranker_client.losses._candidates import all_candidates, loss_blocks
+from reranker_client.losses._judge import GuideJudge, judge_all
+from reranker_client.losses._texts import StepTexts
 
 B = 192
 MARGIN = 0.05
@@ -95,12 +92,10 @@ def _student(texts, embeddings, noise: float = 0.0, seed: int = 1):
 def test_student_equal_to_the_guide_reaches_the_target_within_the_cap() -> None:
     texts, embeddings = _batch()
     everything, *_ = _everything(texts, embeddings)
-    budget = CandidateBudget(
-        BudgetConfig(budget_ratio=0.01, max_budget_ratio=0.2, target_recall=0.99)
-    )
+    budget = RecallBudget(budget_ratio=0.01, max_budget_ratio=0.2, target_recall=0.99).start()
     columns = _student(texts, embeddings)
     masked, selection, judge, service = _run(
-        lambda step, judge, blocks: budget.run(columns, step.ids, blocks, judge), texts, embeddings
+        lambda step, judge, blocks: budget(columns, blocks, step, judge), texts, embeddings
     )
     assert len(everything) > 4 * B, "the batch should hold many false negatives"
     assert masked <= everything  # a sent candidate is masked exactly as when all are sent
@@ -115,11 +110,9 @@ def test_student_equal_to_the_guide_reaches_the_target_within_the_cap() -> None:
 
 def test_equal_texts_are_masked_without_a_call() -> None:
     texts, embeddings = _batch()
-    budget = CandidateBudget(BudgetConfig(target_recall=None))
+    budget = RecallBudget(target_recall=None).start()
     masked, _, judge, service = _run(
-        lambda step, judge, blocks: budget.run(
-            _student(texts, embeddings), step.ids, blocks, judge
-        ),
+        lambda step, judge, blocks: budget(_student(texts, embeddings), blocks, step, judge),
         texts,
         embeddings,
     )
@@ -136,10 +129,10 @@ def test_a_useless_student_stops_at_the_cap_and_says_so(caplog) -> None:
     texts, embeddings = _batch()
     everything, *_ = _everything(texts, embeddings)
     # Without the expansion, which would recover most of this batch's false negatives (below).
-    budget = CandidateBudget(BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02, expand=False))
+    budget = RecallBudget(budget_ratio=0.005, max_budget_ratio=0.02, expand=False).start()
     noisy = _student(texts, embeddings, noise=50.0)  # ranks at random
     masked, selection, judge, _ = _run(
-        lambda step, judge, blocks: budget.run(noisy, step.ids, blocks, judge), texts, embeddings
+        lambda step, judge, blocks: budget(noisy, blocks, step, judge), texts, embeddings
     )
     recall = len(masked) / len(everything)
     assert judge.scored_pairs <= 0.02 * 4 * B * B + B  # the cap (plus the B thresholds)
@@ -156,11 +149,9 @@ def test_expansion_recovers_what_a_useless_student_ranks_at_random_within_the_ca
     noisy = _student(texts, embeddings, noise=50.0)  # ranks at random
     recall = {}
     for expand in (False, True):
-        budget = CandidateBudget(
-            BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02, expand=expand)
-        )
+        budget = RecallBudget(budget_ratio=0.005, max_budget_ratio=0.02, expand=expand).start()
         masked, selection, judge, service = _run(
-            lambda step, judge, blocks, budget=budget: budget.run(noisy, step.ids, blocks, judge),
+            lambda step, judge, blocks, budget=budget: budget(noisy, blocks, step, judge),
             texts,
             embeddings,
         )
@@ -197,11 +188,9 @@ def test_expansion_finds_the_cross_block_false_negatives_of_rows_the_student_gar
     assert len(planted) > 100
     found = {}
     for expand in (False, True):
-        budget = CandidateBudget(
-            BudgetConfig(budget_ratio=0.005, max_budget_ratio=0.02, expand=expand)
-        )
+        budget = RecallBudget(budget_ratio=0.005, max_budget_ratio=0.02, expand=expand).start()
         masked, *_ = _run(
-            lambda step, judge, blocks, budget=budget: budget.run(columns, step.ids, blocks, judge),
+            lambda step, judge, blocks, budget=budget: budget(columns, blocks, step, judge),
             texts,
             embeddings,
         )
@@ -219,6 +208,6 @@ def test_expansion_finds_the_cross_block_false_negatives_of_rows_the_student_gar
         ({"audit_ratio": 2.0}, "audit_ratio"),
     ],
 )
-def test_budget_config_refuses_inconsistent_values(kwargs: dict, match: str) -> None:
+def test_recall_budget_refuses_inconsistent_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        BudgetConfig(**kwargs)
+        RecallBudget(**kwargs)

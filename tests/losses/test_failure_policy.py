@@ -13,7 +13,7 @@ import torch
 from loss_helpers import COLUMNS, FakeService, features, guide_embedder
 from reranker_client import RerankerClient, RerankerUnavailableError
 from reranker_client.losses import RerankerCachedGISTEmbedLoss
-from reranker_client.losses._reranker_guide import RerankerStepStats, StatsAccumulator
+from reranker_client.losses._accounting import RerankerStepStats, StatsAccumulator
 from sentence_transformers import SentenceTransformer
 
 LOADING = {"error": "unavailable", "detail": "the engine is loading"}

@@ -15,7 +15,12 @@ import pytest
 import torch
 from loss_helpers import COLUMNS, guide_embedder, relative_error, run_step, twin_students
 from reranker_client import RerankerClient
-from reranker_client.losses import OptimizedRerankerCachedGISTEmbedLoss, RerankerCachedGISTEmbedLoss
+from reranker_client.losses import (
+    OptimizedRerankerCachedGISTEmbedLoss,
+    PerAnchorTopK,
+    RecallBudget,
+    RerankerCachedGISTEmbedLoss,
+)
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss
 
@@ -120,12 +125,13 @@ def test_optimized_loss_opened_up_masks_what_the_plain_loss_masks(
         client=client,
         margin_strategy=strategy,
         margin=MARGIN,
-        preset="balanced",
-        similarity_threshold=-1,
-        top_k_ratio=1,
-        min_top_k=0,
-        max_candidates=None,
-        hybrid_threshold=0,
+        selection=PerAnchorTopK(
+            similarity_threshold=-1,
+            top_k_ratio=1,
+            min_top_k=0,
+            max_candidates=None,
+            hybrid_threshold=0,
+        ),
     )
     plain_loss, plain_grads = run_step(plain, plain_student, COLUMNS, seed=11)
     loss, grads = run_step(optimized, optimized_student, COLUMNS, seed=11)
@@ -142,7 +148,7 @@ def test_balanced_preset_keeps_most_false_negatives_on_this_batch(student, clien
     plain_student, optimized_student = twin_students(student)
     plain = RerankerCachedGISTEmbedLoss(plain_student, client=client, margin=MARGIN)
     optimized = OptimizedRerankerCachedGISTEmbedLoss(
-        optimized_student, client=client, margin=MARGIN, preset="balanced"
+        optimized_student, client=client, margin=MARGIN, selection=PerAnchorTopK.preset("balanced")
     )
     run_step(plain, plain_student, COLUMNS, seed=5)
     run_step(optimized, optimized_student, COLUMNS, seed=5)
@@ -159,7 +165,10 @@ def test_default_budget_keeps_the_false_negatives_and_estimates_its_recall(stude
     plain_student, optimized_student = twin_students(student)
     plain = RerankerCachedGISTEmbedLoss(plain_student, client=client, margin=MARGIN)
     optimized = OptimizedRerankerCachedGISTEmbedLoss(
-        optimized_student, client=client, margin=MARGIN, target_recall=0.99
+        optimized_student,
+        client=client,
+        margin=MARGIN,
+        selection=RecallBudget(target_recall=0.99),
     )
     run_step(plain, plain_student, COLUMNS, seed=5)
     run_step(optimized, optimized_student, COLUMNS, seed=5)

@@ -22,12 +22,15 @@ from loss_helpers import (
 )
 from reranker_client import RerankerClient
 from reranker_client.losses import (
+    AllCandidates,
     OptimizedRerankerCachedGISTEmbedLoss,
+    PerAnchorTopK,
+    RecallBudget,
     RerankerCachedGISTEmbedLoss,
     RerankerDataCollator,
     RerankerStatsCallback,
 )
-from reranker_client.losses._reranker_guide import loss_blocks
+from reranker_client.losses._candidates import loss_blocks
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import CachedGISTEmbedLoss
 from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -168,8 +171,7 @@ def test_optimized_loss_sends_fewer_pairs_and_reports_them_in_the_logs(
     loss = OptimizedRerankerCachedGISTEmbedLoss(
         model,
         client=service.client(),
-        preset="aggressive",
-        max_candidates=6,
+        selection=PerAnchorTopK.preset("aggressive", max_candidates=6),
         show_progress_bar=True,
     )
     callback = RerankerStatsCallback(loss)
@@ -195,8 +197,9 @@ def test_optimized_loss_sends_fewer_pairs_and_reports_them_in_the_logs(
     assert state.log_history[-1]["reranker_reduction"] == pytest.approx(
         1 - 2 * stats.sent_pairs / (2 * 4 * 16 * 16)
     )
-    assert loss.get_config_dict()["max_candidates"] == 6
-    assert loss.get_config_dict()["hybrid_threshold"] == 0.6
+    config = loss.get_config_dict()
+    assert config["selection"] == "PerAnchorTopK"
+    assert config["max_candidates"] == 6 and config["hybrid_threshold"] == 0.6
 
 
 def test_constructor_errors_say_how_to_fix_the_call(student) -> None:
@@ -219,6 +222,12 @@ def test_constructor_errors_say_how_to_fix_the_call(student) -> None:
         OptimizedRerankerCachedGISTEmbedLoss(student, client=client, max_candidates=3)
     with pytest.raises(ValueError, match="target_recall"):
         OptimizedRerankerCachedGISTEmbedLoss(student, client=client, target_recall=1.5)
+    with pytest.raises(TypeError, match="selection strategy"):
+        RerankerCachedGISTEmbedLoss(student, client=client, selection="balanced")
+    with pytest.raises(ValueError, match="not both"):
+        OptimizedRerankerCachedGISTEmbedLoss(
+            student, client=client, selection=RecallBudget(), target_recall=0.9
+        )
     with pytest.raises(ValueError, match="gather_across_devices"):
         RerankerCachedGISTEmbedLoss(student, client=client, gather_across_devices=True)
     with pytest.raises(ValueError, match="on_reranker_error"):
@@ -244,7 +253,7 @@ def test_plain_loss_warns_once_with_the_size_of_a_large_step(student, service, c
 
     with caplog.at_level("WARNING"):
         for _ in range(2):
-            selection = loss.select(columns, blocks, None, judge_nothing)
+            selection = loss.selector(columns, blocks, None, judge_nothing)
     assert len(selection.candidates) == 4 * 600 * 600 - 3 * 600
     warnings = [r.getMessage() for r in caplog.records if "pairs per step" in r.getMessage()]
     assert len(warnings) == 1 and "1,440,000" in warnings[0]
@@ -273,3 +282,58 @@ def test_reranker_trainer_sends_raw_texts_and_logs_the_accounting(student, servi
     assert "Café 🙂 C++" in sent  # not "cafe c + +", as decoding MiniLM's ids would give
     logged = [entry for entry in trainer.state.log_history if "reranker_sent_pairs" in entry]
     assert logged and logged[0]["reranker_sent_pairs"] > 0
+
+
+@pytest.mark.parametrize(
+    ("old", "selection"),
+    [
+        ({}, RecallBudget()),
+        ({"preset": None}, RecallBudget()),
+        (
+            {"target_recall": 0.9, "budget_ratio": 0.002, "expand": False},
+            RecallBudget(target_recall=0.9, budget_ratio=0.002, expand=False),
+        ),
+        ({"target_recall": None}, RecallBudget(target_recall=None)),
+        ({"preset": "balanced"}, PerAnchorTopK()),
+        (
+            {"preset": "aggressive", "max_candidates": 6, "similarity_threshold": -1},
+            PerAnchorTopK.preset("aggressive", max_candidates=6, similarity_threshold=-1),
+        ),
+    ],
+)
+def test_earlier_keyword_arguments_still_work_and_name_their_replacement(
+    student, old, selection
+) -> None:
+    client = RerankerClient("http://fake.test")
+    if old:
+        with pytest.warns(DeprecationWarning, match=r"pass selection=") as caught:
+            loss = OptimizedRerankerCachedGISTEmbedLoss(
+                student, client=client, check_reranker=False, **old
+            )
+        assert caught[0].filename == __file__  # points at the caller
+    else:
+        loss = OptimizedRerankerCachedGISTEmbedLoss(student, client=client, check_reranker=False)
+    assert loss.selection == selection
+    assert loss.get_config_dict()["selection"] == type(selection).__name__
+    plain = RerankerCachedGISTEmbedLoss(student, client=client, check_reranker=False)
+    assert plain.selection == AllCandidates()
+    with pytest.raises(ValueError, match="preset='balanced' replaces"):
+        OptimizedRerankerCachedGISTEmbedLoss(
+            student, client=client, preset="balanced", target_recall=0.9
+        )
+
+
+def test_matryoshka_wraps_the_loss_step_and_the_reranker_is_asked_once(student, service) -> None:
+    """MatryoshkaLoss decorates a cached loss's ``calculate_loss`` (CachedLossMixin's loss step):
+    every dimension is trained, and the reranker is consulted once per step, not per dimension."""
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    _, model = twin_students(student)
+    inner = RerankerCachedGISTEmbedLoss(model, client=service.client(), mini_batch_size=8)
+    loss = MatryoshkaLoss(model, inner, matryoshka_dims=[384, 64])
+    model.zero_grad(set_to_none=True)
+    value = loss(features(model, COLUMNS[:2]), None)
+    value.backward()
+    assert len(service.bodies) == 1
+    assert torch.isfinite(value) and value.item() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from reranker_client.losses._candidate_budget import (
+from reranker_client.losses._candidates import Candidates, loss_blocks
+from reranker_client.losses._recall_budget import (
     _BlockRanking,
     _Ledger,
     _recall,
     _record_audit,
     _Stratum,
 )
-from reranker_client.losses._reranker_guide import Candidates, loss_blocks
 from reranker_client.losses._verdict_expansion import VerdictExpansion
 
 BLOCKS = loss_blocks(3, contrast_anchors=True, contrast_positives=True)  # ap, aa, pp, an

@@ -8,7 +8,7 @@ verdicts is in, the loss can ask about the candidates those verdicts imply:
 
 - *Entities* are the texts of the step, joined when they are the anchor and the positive of one
   row (the training data says they belong together; the GIST threshold is their own score).
-  Identical texts are one text, so one entity.
+  Identical texts (:func:`._texts.identical`) have one id, so they are one entity.
 - Every masked candidate (a reranker verdict, never a label) *links* the entities of its query
   and document texts.
 - A round proposes, for every entity pair not proposed before, all candidates of every block
@@ -33,7 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
-from ._reranker_guide import Block, Candidates
+from ._candidates import Block, Candidates
 
 #: Most links an entity may have and still bridge two others in tier 2.
 MAX_HUB = 32

@@ -1,64 +1,48 @@
+"""RerankerCachedGISTEmbedLoss: CachedGISTEmbedLoss with the guide model replaced by a reranker."""
+
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
-from functools import partial
-from typing import Any, Literal, cast
+from collections.abc import Iterable
+from dataclasses import asdict, is_dataclass
+from typing import Any, Literal
 
 import torch
 import tqdm
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.losses.gradcache import (
+    CachedLossMixin,
+    _validate_mini_batch_num_tokens,
+    has_static_embedding_input,
+)
 from torch import Tensor, nn
 
 from .._client import RerankerClient
+from ._accounting import RerankerStepStats, StatsAccumulator
+from ._candidates import loss_blocks
 from ._failure_policy import FailurePolicy, OnError, check_service, public_url
-from ._gradcache import (
-    RandContext,
-    _backward_hook,
-    _create_minibatch,
-    _minibatch_ranges,
-    has_static_embedding_input,
-)
-from ._reranker_guide import (
-    RAW_TEXT_KEY,
-    Block,
-    GuideJudge,
-    GuideMasks,
-    RerankerStepStats,
-    Selection,
-    StatsAccumulator,
-    StepTexts,
-    all_candidates,
-    consult_reranker,
-    extract_texts,
-    judge_all,
-    loss_blocks,
-    naive_pairs,
-    without_raw_texts,
-)
+from ._guide_step import consult_reranker
+from ._masks import GuideMasks
+from ._texts import extract_texts, without_raw_texts
+from .selection import AllCandidates, SelectionStrategy
 
-logger = logging.getLogger(__name__)
-_warned_decoding = False
-#: Pairs per step above which the plain loss warns (4 blocks x 500**2).
-LARGE_STEP_PAIRS = 1_000_000
+__all__ = ["RerankerCachedGISTEmbedLoss"]
 
 
-def _warn_decoding_once() -> None:
-    global _warned_decoding
-    if not _warned_decoding:
-        _warned_decoding = True
-        logger.warning(
-            "The batch carries no raw texts, so the reranker judges the student's decoded token "
-            "ids, which may lose case, accents, emoji and length. Train with RerankerTrainer "
-            "(or data_collator=RerankerDataCollator.for_model(model, args)) to send raw texts."
-        )
+class _StepInput:
+    """What ``forward`` hands the loss step in place of labels: the texts of one step."""
+
+    def __init__(self, texts: list[list[str]]) -> None:
+        self.texts = texts
+        #: The step's masks, once consulted (``MatryoshkaLoss`` calls the loss step per
+        #: dimension; the reranker is asked once, with the first dimension's embeddings).
+        self.masks: GuideMasks | None = None
 
 
-class RerankerCachedGISTEmbedLoss(nn.Module):
-    # Back-propagates from a hook on the returned loss (see `gradcache.uses_gradient_cache`).
-    uses_gradient_cache = True
+class _SkippedStep(Exception):
+    """The reranker failed and ``on_reranker_error="skip"`` skips the step."""
 
+
+class RerankerCachedGISTEmbedLoss(CachedLossMixin, nn.Module):
     def __init__(
         self,
         model: SentenceTransformer,
@@ -82,6 +66,7 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         check_reranker: bool = True,
         gather_across_devices: bool = False,
         mini_batch_num_tokens: int | None = None,
+        selection: SelectionStrategy | None = None,
     ) -> None:
         """
         :class:`~sentence_transformers.sentence_transformer.losses.CachedGISTEmbedLoss` with the
@@ -104,10 +89,12 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         whose score of ``(x, x)`` need not be the highest (a cross-encoder's is not).
 
         The reranker is asked once per step, after the first (no-gradient) embedding pass and
-        before the loss is computed, never from the backward pass: every pair of the step goes
-        through one ``client.score_pairs`` call, with each distinct text sent once and each
-        distinct (query, document) pair once. (x, y) and (y, x) are different pairs: a reranker
-        is not symmetric.
+        before the loss is computed, never from the backward pass. Which candidates it is asked
+        about is the ``selection`` strategy's choice: by default (:class:`AllCandidates`) every
+        pair of the step goes through one ``client.score_pairs`` call, with each distinct text
+        sent once and each distinct (query, document) pair once. (x, y) and (y, x) are different
+        pairs: a reranker is not symmetric. The three GradCache steps are sentence-transformers'
+        own (``CachedLossMixin``); the reranker is consulted at the start of the loss step.
 
         The reranker needs texts. When the batches come from
         :class:`~reranker_client.losses.RerankerDataCollator`, the loss uses the dataset's raw
@@ -159,6 +146,9 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 ``False`` (single process) is supported here, and ``True`` raises.
             mini_batch_num_tokens: As in sentence-transformers 6.2: cut mini-batches by this
                 many tokens instead of ``mini_batch_size`` rows.
+            selection: Which candidates to ask the reranker about (see
+                :mod:`reranker_client.losses.selection`): :class:`AllCandidates` (default),
+                :class:`RecallBudget` or :class:`PerAnchorTopK`.
 
         References:
             - Efficient Natural Language Response Suggestion for Smart Reply, Section 4.4:
@@ -191,15 +181,17 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
               per-step accounting in the training logs.
             - The plain loss asks for about ``blocks x B**2`` pairs per step (4 x 1024**2 = 4.2M
               for a batch of 1024 triplets); above a few hundred anchors, use
-              :class:`~reranker_client.losses.OptimizedRerankerCachedGISTEmbedLoss`.
+              :class:`~reranker_client.losses.OptimizedRerankerCachedGISTEmbedLoss` (or
+              ``selection=RecallBudget()``).
 
         Relations:
             - Equivalent to
               :class:`~sentence_transformers.sentence_transformer.losses.CachedGISTEmbedLoss`
               when the service scores pairs with the cosine similarity of the guide model's
               embeddings (a bi-encoder service serving the guide model).
-            - :class:`~reranker_client.losses.OptimizedRerankerCachedGISTEmbedLoss` sends only the
-              candidates the student itself finds similar.
+            - :class:`~reranker_client.losses.OptimizedRerankerCachedGISTEmbedLoss` is this loss
+              with ``selection=RecallBudget()``: it sends only the candidates the student itself
+              finds similar.
 
         Example:
             ::
@@ -240,6 +232,7 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 f"{type(self).__name__} is not compatible with a SentenceTransformer model "
                 "based on a StaticEmbedding, whose inputs cannot be split into mini-batches."
             )
+        _validate_mini_batch_num_tokens(mini_batch_num_tokens)
         if isinstance(client, str):  # RerankerCachedGISTEmbedLoss(model, "http://...")
             if reranker_url is not None:
                 raise ValueError("Give the reranker URL once: positionally or as reranker_url.")
@@ -266,6 +259,13 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
             raise ValueError(
                 "gather_across_devices=True is not supported: the reranker-guided losses mask "
                 "in-batch candidates of one process; train with one process per loss."
+            )
+        if selection is None:
+            selection = AllCandidates()
+        if not callable(getattr(selection, "start", None)):
+            raise TypeError(
+                "selection must be a selection strategy: AllCandidates(), RecallBudget(...) or "
+                f"PerAnchorTopK(...) from reranker_client.losses, got {selection!r}."
             )
         self.failure_policy = FailurePolicy(
             on_reranker_error, reranker_wait_timeout, max_skipped_share
@@ -301,85 +301,20 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         self.contrast_positives = contrast_positives
         self.gather_across_devices = gather_across_devices
         self.mini_batch_num_tokens = mini_batch_num_tokens
+        #: The selection strategy, and the selector it started for this loss.
+        self.selection = selection
+        self.selector = selection.start(
+            chunk_size=mini_batch_size, show_progress_bar=show_progress_bar
+        )
         self.cross_entropy_loss = nn.CrossEntropyLoss()
         #: The reranker accounting of the latest step (``None`` before the first).
         self.last_step_stats: RerankerStepStats | None = None
         #: The masks the reranker decided in the latest step (``None`` before the first).
         self.last_guide_masks: GuideMasks | None = None
         self._log_stats = StatsAccumulator()
-        self._warned_large_step = False
 
     def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
         return self.similarity_fct(embed1.unsqueeze(1), embed2.unsqueeze(0))
-
-    def embed_minibatch(
-        self,
-        sentence_feature: dict[str, Tensor],
-        begin: int,
-        end: int,
-        with_grad: bool,
-        copy_random_state: bool,
-        random_state: RandContext | None = None,
-    ) -> tuple[Tensor, RandContext | None]:
-        """Do forward pass on a minibatch of the input features and return its embeddings."""
-        grad_context = nullcontext if with_grad else torch.no_grad
-        random_state_context = nullcontext() if random_state is None else random_state
-        sentence_feature_minibatch = _create_minibatch(sentence_feature, begin, end)
-        with random_state_context:
-            with grad_context():
-                random_state = (
-                    RandContext(*sentence_feature_minibatch.values()) if copy_random_state else None
-                )
-                reps = self.model(sentence_feature_minibatch)["sentence_embedding"]  # (mbsz, hdim)
-        return reps, random_state
-
-    def embed_minibatch_iter(
-        self,
-        sentence_feature: dict[str, Tensor],
-        with_grad: bool,
-        copy_random_state: bool,
-        random_states: list[RandContext] | None = None,
-        ranges: list[tuple[int, int]] | None = None,
-    ) -> Iterator[tuple[Tensor, RandContext | None]]:
-        """Do forward pass on all the minibatches of the input features and yield embeddings."""
-        if ranges is None:
-            ranges = _minibatch_ranges(
-                sentence_feature, self.mini_batch_size, self.mini_batch_num_tokens
-            )
-        for i, (begin, end) in enumerate(
-            tqdm.tqdm(
-                ranges,
-                desc="Embed mini-batches",
-                disable=not self.show_progress_bar,
-            )
-        ):
-            yield self.embed_minibatch(
-                sentence_feature=sentence_feature,
-                begin=begin,
-                end=end,
-                with_grad=with_grad,
-                copy_random_state=copy_random_state,
-                random_state=None if random_states is None else random_states[i],
-            )
-
-    def select(
-        self, columns: list[Tensor], blocks: list[Block], step: StepTexts, judge: GuideJudge
-    ) -> Selection:
-        """Which logits to ask the reranker about: all of them (see the optimized subclass)."""
-        batch_size = columns[0].shape[0]
-        pairs = naive_pairs(blocks, batch_size)
-        if pairs > LARGE_STEP_PAIRS and not self._warned_large_step:
-            self._warned_large_step = True
-            logger.warning(
-                "%s asks the reranker about up to %s pairs per step at batch size %d "
-                "(%d blocks x B^2), minus repeated texts; above a few hundred anchors "
-                "OptimizedRerankerCachedGISTEmbedLoss sends about 1-2%% of them.",
-                type(self).__name__,
-                f"{pairs:,}",
-                batch_size,
-                len(blocks),
-            )
-        return judge_all(all_candidates(blocks, batch_size), judge)
 
     def consult_reranker(
         self, texts: list[list[str]], reps: list[list[Tensor]]
@@ -400,8 +335,9 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 consult_reranker,
                 self.client,
                 texts,
+                columns,
                 blocks,
-                partial(self.select, columns, blocks),
+                self.selector,
                 margin_strategy=self.margin_strategy,
                 margin=self.margin,
                 instruction=self.instruction,
@@ -432,20 +368,24 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
         """
         return self._log_stats.pop(steps=steps)
 
-    def calculate_loss_and_cache_gradients(
-        self, reps: list[list[Tensor]], guide: GuideMasks
-    ) -> tuple[Tensor, list[list[Tensor]]]:
-        """Calculate the cross-entropy loss and return it with the gradients wrt. the embeddings."""
-        loss = self.calculate_loss(reps, guide, with_backward=True)
-        loss = loss.detach().requires_grad_()
-        # Every column feeds a block, so every embedding has a gradient.
-        cache = [[cast(Tensor, r.grad) for r in rs] for rs in reps]
-        return loss, cache
-
     def calculate_loss(
-        self, reps: list[list[Tensor]], guide: GuideMasks, *, with_backward: bool = False
+        self,
+        reps: list[list[Tensor]],
+        labels: Any = None,
+        *,
+        with_backward: bool = False,
     ) -> Tensor:
-        """Calculate the cross-entropy loss, with the reranker's false negatives masked."""
+        """The cross-entropy loss over the step, with the reranker's false negatives masked.
+
+        ``labels`` is what :meth:`forward` passes through ``CachedLossMixin.forward_cached``:
+        the step's texts, from which the reranker is consulted the first time it is called.
+        """
+        step: _StepInput = labels
+        if step.masks is None:
+            step.masks = self.consult_reranker(step.texts, reps)
+            if step.masks is None:
+                raise _SkippedStep
+        guide = step.masks
         # anchors, positives, negatives...: (batch_size, dim) each
         columns = [torch.cat(r) for r in reps]
         batch_size = columns[0].size(0)
@@ -491,77 +431,25 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
                 f"{type(self).__name__} needs (anchor, positive[, negative...]) columns, "
                 f"got {len(sentence_features)}."
             )
-        texts = [self._texts(feature) for feature in sentence_features]
-        sentence_features = [without_raw_texts(feature) for feature in sentence_features]
-        grad_enabled = torch.is_grad_enabled()
-
-        # Compute the mini-batch boundaries before any forward pass: modules may modify the features
-        # in place while embedding, and step (3) must replay exactly the boundaries step (1) used.
-        ranges: list[Any] = [
-            _minibatch_ranges(feature, self.mini_batch_size, self.mini_batch_num_tokens)
-            for feature in sentence_features
-        ]
-
-        # Step (1): A quick embedding step without gradients/computation graphs to get all the
-        # embeddings, copying the random states to reproduce them exactly in step (3).
-        reps: list[list[Tensor]] = []
-        random_states: list[list[Any]] = []
-        for sentence_feature, column_ranges in zip(sentence_features, ranges):
-            reps_mbs = []
-            random_state_mbs = []
-            for reps_mb, random_state in self.embed_minibatch_iter(
-                sentence_feature=sentence_feature,
-                with_grad=False,
-                copy_random_state=grad_enabled,
-                ranges=column_ranges,
-            ):
-                reps_mbs.append(reps_mb.detach().requires_grad_())
-                random_state_mbs.append(random_state)
-            reps.append(reps_mbs)
-            random_states.append(random_state_mbs)
-
-        # The guide's turn: one reranker call for the whole step, before the loss loop.
-        guide = self.consult_reranker(texts, reps)
-        if guide is None:
-            # The step is skipped: a zero loss that reaches every parameter keeps the trainer's
-            # backward pass and gradient clipping working without moving the model.
+        step = _StepInput([extract_texts(feature, self.tokenizer) for feature in sentence_features])
+        try:
+            return self.forward_cached(
+                [without_raw_texts(feature) for feature in sentence_features],
+                step,  # type: ignore[arg-type]  # the loss step's input, not labels
+            )
+        except _SkippedStep:
+            # A zero loss that reaches every parameter keeps the trainer's backward pass and
+            # gradient clipping working without moving the model.
             return torch.stack(
                 [p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad]
             ).sum()
 
-        if not grad_enabled:
-            # In evaluation there are no gradients to cache and no backward pass to hook into.
-            return self.calculate_loss(reps, guide)
-
-        # Step (2): Calculate the loss, backward up to the embeddings and cache the gradients
-        # wrt. the embeddings.
-        loss, cache = self.calculate_loss_and_cache_gradients(reps, guide)
-
-        # Step (3): a 2nd embedding step with gradients, connecting the cached gradients into
-        # the backward chain. The hook gets this pass's cache, so another forward cannot clobber it.
-        loss.register_hook(
-            partial(
-                _backward_hook,
-                sentence_features=sentence_features,
-                loss_obj=self,
-                cache=cache,
-                random_states=random_states,
-                ranges=ranges,
-            )
-        )
-        return loss
-
-    def _texts(self, feature: dict[str, Any]) -> list[str]:
-        if self.tokenizer is None and RAW_TEXT_KEY not in feature:
-            raise ValueError(
-                "The model has no tokenizer to decode the inputs with; give the loss the raw texts "
-                "with data_collator=RerankerDataCollator(model.preprocess)."
-            )
-        if RAW_TEXT_KEY not in feature:
-            _warn_decoding_once()
-        return extract_texts(feature, self.tokenizer)
-
     def get_config_dict(self) -> dict[str, Any]:
+        strategy: Any = self.selection
+        # The strategy's values, for the model card (the built-in strategies are dataclasses).
+        selection: dict[str, Any] = (
+            asdict(strategy) if is_dataclass(strategy) and not isinstance(strategy, type) else {}
+        )
         return {
             "reranker_url": self.reranker_url,
             "reranker": self.reranker_info,
@@ -574,6 +462,8 @@ class RerankerCachedGISTEmbedLoss(nn.Module):
             "max_length": self.max_length,
             "contrast_anchors": self.contrast_anchors,
             "contrast_positives": self.contrast_positives,
+            "selection": type(self.selection).__name__,
+            **selection,
         }
 
     @property

@@ -5,7 +5,7 @@ from typing import Any
 
 from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
-from ._reranker_guide import RAW_TEXT_KEY
+from ._texts import RAW_TEXT_KEY
 
 
 @dataclass

@@ -41,7 +41,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._reranker_guide import Block, Candidates, Selection, in_sorted, merge_sorted
+from ._candidates import Block, Candidates
+from ._judge import Selection
+from ._sorted_keys import first_occurrences, in_sorted, merge_sorted
+from ._texts import StepTexts, identical
 from ._verdict_expansion import VerdictExpansion
 
 logger = logging.getLogger(__name__)
@@ -69,8 +72,14 @@ class Judge(Protocol):
 
 
 @dataclass(frozen=True)
-class BudgetConfig:
-    """The optimized loss's default candidate budget (see the module docstring).
+class RecallBudget:
+    """Selection strategy (the optimized loss's default): a batch-scaled budget holding a recall.
+
+    Each block sends the top ``budget_ratio`` of its ``B**2`` candidates, ranked by the student's
+    ``cos(query_i, document_j) - cos(anchor_i, positive_i)``; an audit sample of the rest
+    estimates the recall, and while it is below ``target_recall`` the step asks about what the
+    verdicts imply and then the next band of the ranking, up to ``max_budget_ratio`` (see
+    :mod:`reranker_client.losses._recall_budget`). The budgets carry over from step to step.
 
     Attributes:
         budget_ratio: Starting share of each block's ``B**2`` candidates sent in a step's first
@@ -103,6 +112,10 @@ class BudgetConfig:
             )
         if self.target_recall is not None and not 0.0 < self.target_recall <= 1.0:
             raise ValueError(f"target_recall must be in (0, 1] or None, got {self.target_recall}")
+
+    def start(self, *, chunk_size: int = 0, show_progress_bar: bool = False) -> CandidateBudget:
+        """The selector a loss runs every step: its budgets carry from one step to the next."""
+        return CandidateBudget(self)
 
 
 @dataclass
@@ -170,7 +183,7 @@ class _BlockRanking:
 class CandidateBudget:
     """The per-block budgets of the optimized loss, carried from one step to the next."""
 
-    def __init__(self, config: BudgetConfig) -> None:
+    def __init__(self, config: RecallBudget) -> None:
         self.config = config
         self._ratio: dict[str, float] = {}
         self._rng = np.random.default_rng(config.seed)
@@ -179,6 +192,16 @@ class CandidateBudget:
     def ratios(self) -> dict[str, float]:
         """Each block's current starting budget, as a share of its ``B**2`` candidates."""
         return dict(self._ratio)
+
+    def __call__(
+        self,
+        columns: Sequence[Tensor],
+        blocks: Sequence[Block],
+        step: StepTexts,
+        judge: Judge,
+    ) -> Selection:
+        """The selector's call (see :meth:`run`)."""
+        return self.run(columns, step.ids, blocks, judge)
 
     def run(
         self,
@@ -306,13 +329,13 @@ class CandidateBudget:
         score = normalized[block.query_column] @ normalized[block.document_column].T - own
         query_ids = torch.as_tensor(text_ids[block.query_column], device=score.device)
         document_ids = torch.as_tensor(text_ids[block.document_column], device=score.device)
-        # Identical texts are decided by identity (see decide_masks), never sent.
-        invalid = query_ids[:, None] == document_ids[None, :]
+        # Identical texts are masked by the judge without a call: listed, never ranked.
+        invalid = identical(query_ids[:, None], document_ids[None, :])
         if block.has_diagonal_pair:
             invalid.fill_diagonal_(True)
-        identical = invalid.clone()
+        same_text = invalid.clone()
         if block.has_diagonal_pair:
-            identical.fill_diagonal_(False)
+            same_text.fill_diagonal_(False)
         flat = score.masked_fill(invalid, -math.inf).flatten()
         valid = int((~invalid).sum())
         start = min(
@@ -343,7 +366,7 @@ class CandidateBudget:
             ok = ((drawn < floor) & (drawn > -math.inf)).cpu().numpy()
             rest_sample = np.unique(draws[ok])[: per_stratum * _REST_AUDIT]
         rest = _Stratum(depth, depth, rest_size, rest_sample)
-        identical_flat = torch.nonzero(identical.flatten()).flatten().cpu().numpy()
+        identical_flat = torch.nonzero(same_text.flatten()).flatten().cpu().numpy()
         return _BlockRanking(order_np, rest, start, strata, identical_flat, depth)
 
 
@@ -376,7 +399,7 @@ class _Ledger:
     def fresh(self, candidates: Candidates) -> Candidates:
         """``candidates`` not scored before, each once, in their order."""
         keys = candidates.flat_keys(self.batch_size)
-        keep = _first_occurrences(keys, ~self.scored_map[keys])
+        keep = first_occurrences(keys, ~self.scored_map[keys])
         return Candidates(candidates.block[keep], candidates.row[keep], candidates.col[keep])
 
     def _text_pairs(self, candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
@@ -384,12 +407,12 @@ class _Ledger:
         (identical texts are masked without being scored)."""
         q = self._query_ids[candidates.block, candidates.row]
         d = self._document_ids[candidates.block, candidates.col]
-        return q * self._n_texts + d, q != d
+        return q * self._n_texts + d, ~identical(q, d)
 
     def within(self, candidates: Candidates, room: int) -> Candidates:
         """The longest prefix of ``candidates`` whose new distinct text pairs fit in ``room``."""
         pairs, differ = self._text_pairs(candidates)
-        new = _first_occurrences(pairs, differ & ~in_sorted(pairs, self._paid))
+        new = first_occurrences(pairs, differ & ~in_sorted(pairs, self._paid))
         fits = int(np.searchsorted(np.cumsum(new), room, side="right"))
         return Candidates(candidates.block[:fits], candidates.row[:fits], candidates.col[:fits])
 
@@ -429,15 +452,6 @@ class _Ledger:
 
     def masked(self) -> np.ndarray:
         return np.concatenate(self._verdicts) if self._verdicts else np.zeros(0, dtype=bool)
-
-
-def _first_occurrences(keys: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """``keep``, narrowed to the first occurrence of each key among the kept ones."""
-    out = np.zeros_like(keep)
-    at = np.flatnonzero(keep)
-    _, first = np.unique(keys[at], return_index=True)
-    out[at[first]] = True
-    return out
 
 
 def _record_audit(rankings: Sequence[_BlockRanking], ledger: _Ledger) -> None:

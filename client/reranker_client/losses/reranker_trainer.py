@@ -4,8 +4,8 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformerTrainer
 
-from .RerankerDataCollator import RerankerDataCollator
-from .RerankerStatsCallback import RerankerStatsCallback
+from .reranker_data_collator import RerankerDataCollator
+from .reranker_stats_callback import RerankerStatsCallback
 
 
 class RerankerTrainer(SentenceTransformerTrainer):
