@@ -101,7 +101,7 @@ class RerankService:
                 )
         key = self._group_key(req.instruction, req.max_length)
         pairs = [(req.queries[qi], req.documents[dj]) for qi, dj in req.pairs]
-        scores, hits = await self.score(key, pairs)
+        scores, hits = await self.score(key, pairs, req.priority or 0)
         return RerankBatchSimpleResponse(
             model=self.backend.model_name,
             scores=[s.relevance for s in scores],
@@ -110,8 +110,11 @@ class RerankService:
 
     # ---- the shared path --------------------------------------------------------------------
 
-    async def score(self, key: GroupKey, pairs: Sequence[Pair]) -> tuple[list[Score], int]:
-        """Scores for ``pairs`` in order, and how many came from the cache."""
+    async def score(
+        self, key: GroupKey, pairs: Sequence[Pair], priority: int = 0
+    ) -> tuple[list[Score], int]:
+        """Scores for ``pairs`` in order, and how many came from the cache; the misses are
+        queued at ``priority`` (lower first)."""
         self._require_engine()
         keys, scores = await _off_loop_if_large(len(pairs), self._local_lookup, key, pairs)
         misses = [i for i, s in enumerate(scores) if s is None]
@@ -131,10 +134,7 @@ class RerankService:
         self.metrics.cache_hits.inc(hits)
         self.metrics.cache_misses.inc(len(misses))
         if misses:
-            shared_before = self.queue.stats.deduplicated
-            futures = self.queue.submit(key, [pairs[i] for i in misses])
-            self.metrics.pairs_deduplicated.inc(self.queue.stats.deduplicated - shared_before)
-            self.metrics.queue_depth.set(self.queue.depth)
+            futures = self.queue.submit(key, [pairs[i] for i in misses], priority)
             # asyncio.wait, unlike gather, never cancels the futures if this caller goes away:
             # other callers may be sharing them.
             await asyncio.wait(set(futures))
@@ -165,7 +165,7 @@ class RerankService:
     ) -> RerankResponse:
         # Tokens are counted (for usage) while the pairs are scored, not after.
         (scores, hits), tokens = await asyncio.gather(
-            self.score(key, [(req.query, t) for t in texts]),
+            self.score(key, [(req.query, t) for t in texts], req.priority or 0),
             self._count_tokens(key, req.query, texts),
         )
         order = sorted(range(len(scores)), key=lambda i: (-scores[i].relevance, i))
