@@ -337,21 +337,24 @@ async def test_a_small_request_is_in_the_next_batch_of_its_own_group_under_a_bac
     await q.close()
 
 
-async def test_pairs_of_one_request_span_batches_and_requests_share_them_round_robin():
+async def test_fewest_pairs_left_goes_first_and_pairs_of_a_request_span_batches():
     scorer = FakeScorer(delay=0.01)
     q = make_queue(scorer, max_batch_pairs=4, max_wait_ms=1)
     key = GroupKey(None, 5)
+    first = [("first", str(i)) for i in range(6)]
     big = [("big", str(i)) for i in range(10)]
     small = [("small", str(i)) for i in range(3)]
-    futures = q.submit(key, big) + q.submit(key, small)
+    futures = q.submit(key, first) + q.submit(key, big) + q.submit(key, small)
     await results(futures)
     owners = [[p[0] for p in b] for _, b in scorer.batches]
-    # Water-filling: one pair of each request in turn until the small one runs out.
+    # The small request fills the first batch and the rest goes to the request with fewest
+    # pairs left; that one keeps them fewest, so requests finish one after another.
     assert owners == [
-        ["big", "small", "big", "small"],
-        ["big", "small", "big", "big"],
-        ["big", "big", "big", "big"],
-        ["big"],
+        ["small"] * 3 + ["first"],
+        ["first"] * 4,
+        ["first"] + ["big"] * 3,
+        ["big"] * 4,
+        ["big"] * 3,
     ], owners
     await q.close()
 
@@ -369,10 +372,9 @@ async def test_lower_priority_value_is_served_first():
     other_group = q.submit(GroupKey("other group", 5), [("g", "0")], 3)
     await results(futures + other_group)
     order = [b[0][0] for _, b in scorer.batches]
-    # Within a priority, round-robin: "default" and "other" (both 0) share the second batch.
-    assert order[:2] == ["blocker", "urgent"], order
-    assert sorted(p[0] for p in scorer.batches[2][1]) == ["default", "other"]
-    assert order[3:] == ["default", "g", "late"], order
+    # Equal priority and size: first come first served. The other group's priority 3 goes
+    # before this group's 5.
+    assert order == ["blocker", "urgent", "default", "other", "g", "late"], order
     await q.close()
 
 
