@@ -2,9 +2,9 @@
 
 Four training clients keep ``/rerank_batch_simple`` requests of two batches each queued, with the
 default instruction and max_length, so they share one group with an online ``/rerank`` sent with
-the defaults. The online request must be answered within about two engine batch times (it waited
-for the whole backlog on main: 3 s on the bi-encoder, ~60 s on a cross-encoder), and the training
-stream must lose almost nothing.
+the defaults. The online request must be answered after the batches in flight and its own, not
+after the whole backlog (main: 3 s on the bi-encoder, ~60 s on a cross-encoder), and the
+training stream must lose almost nothing.
 
 How the throughput claim is kept robust on a noisy shared machine: it is not a ratio of two
 wall-clock rates measured a few seconds apart (another engineer's job on the same two cores moves
@@ -20,25 +20,45 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from server_process import ServerProcess, metric_samples
+from tiny_models import MINILM_DIR, copy_tokenizer
 
 pytestmark = pytest.mark.engine
 
 TRAINING_CLIENTS = 4
+IN_FLIGHT = 2  # the service's default for one engine
+
+
+def write_minilm_cross_encoder(target: Path, seed: int = 0) -> Path:
+    """all-MiniLM-L6-v2's encoder under a random one-label head: a cross-encoder with the
+    compute cost of a real MiniLM-L6 one (the issue's case), unlike the 2-layer tiny model whose
+    batches are so cheap that HTTP and tokenisation dominate."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification.from_pretrained(MINILM_DIR, num_labels=1)
+    model.config.architectures = ["BertForSequenceClassification"]
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    copy_tokenizer(target)
+    return target
 
 
 @pytest.fixture(scope="module")
-def cross_encoder_inprocess(tmp_path_factory, cross_encoder_dir) -> Iterator[ServerProcess]:
-    """The tiny cross-encoder with the service's defaults (batch size, batches in flight)."""
+def minilm_cross_encoder(tmp_path_factory) -> Iterator[ServerProcess]:
+    """A MiniLM-L6 cross-encoder with the service's defaults (batch size, batches in flight)."""
+    tmp = tmp_path_factory.mktemp("fair")
     server = ServerProcess(
         "--model",
-        str(cross_encoder_dir),
+        str(write_minilm_cross_encoder(tmp / "minilm-cross-encoder")),
         "--dtype",
         "float32",
-        log_path=tmp_path_factory.mktemp("fair") / "server.log",
+        log_path=tmp / "server.log",
     )
     try:
         server.wait_ready()
@@ -117,8 +137,8 @@ def _check_fair_under_training(url: str, batch_pairs: int, rounds: int) -> None:
         while Counters.read(url).batches < 3:  # the stream is flowing
             time.sleep(0.2)
         a0 = Counters.read(url)
-        time.sleep(rounds * 1.0)
-        a1 = Counters.read(url)  # training alone
+        while (a1 := Counters.read(url)).batches < a0.batches + 4:  # training alone
+            time.sleep(0.2)
         latencies = []
         for i in range(rounds):
             latencies.append(_online(url, i))
@@ -137,7 +157,8 @@ def _check_fair_under_training(url: str, batch_pairs: int, rounds: int) -> None:
     rate_alone = (a1.pairs - a0.pairs) / (a1.at - a0.at)
     rate_mixed = (b1.pairs - a1.pairs - online_pairs) / (b1.at - a1.at)
     print(
-        f"batch {batch_s:.3f} s; online {[round(x, 3) for x in latencies]} s "
+        f"batch {batch_s:.3f} s alone, {(b1.at - a1.at) / (b1.batches - a1.batches):.3f} s "
+        f"with online; online {[round(x, 3) for x in latencies]} s "
         f"= {max(latencies) / batch_s:.2f} batch times at most; training pairs/batch "
         f"{per_batch_alone:.1f} alone, {per_batch_mixed:.1f} with online "
         f"({per_batch_mixed / per_batch_alone:.3f}x); training pairs/s {rate_alone:.1f} alone, "
@@ -145,18 +166,22 @@ def _check_fair_under_training(url: str, batch_pairs: int, rounds: int) -> None:
     )
     assert per_batch_alone >= 0.95 * batch_pairs, "training alone did not fill the batches"
     assert per_batch_mixed >= 0.95 * per_batch_alone
-    # Within two batch times (the batch in the engine when it arrives, then its own), with
-    # 0.5 s for HTTP and tokenisation on a loaded two-core machine.
-    assert max(latencies) <= 2 * batch_s + 0.5, (latencies, batch_s)
+    # The batches in flight when it arrives (ENGINE_BATCHES_IN_FLIGHT, 2 by default: the one in
+    # the engine and the next, cut and tokenised), then its own, plus one batch and 0.5 s of
+    # slack for HTTP, tokenisation and the other jobs on a shared two-core machine. On main it
+    # waited for the backlog as well: 8 more batches here.
+    batch_mean_s = (b1.at - a0.at) / (b1.batches - a0.batches)
+    bound = (IN_FLIGHT + 2) * batch_mean_s + 0.5
+    assert max(latencies) <= bound, (latencies, batch_mean_s)
 
 
-def test_bi_encoder_online_request_in_the_training_group_is_answered_within_two_batches(
+def test_bi_encoder_online_request_in_the_training_group_is_answered_after_the_batches_in_flight(
     minilm_server,
 ):
     _check_fair_under_training(minilm_server.url, batch_pairs=256, rounds=3)
 
 
-def test_cross_encoder_online_request_in_the_training_group_is_answered_within_two_batches(
-    cross_encoder_inprocess,
+def test_cross_encoder_online_request_in_the_training_group_is_answered_after_the_batches_in_flight(
+    minilm_cross_encoder,
 ):
-    _check_fair_under_training(cross_encoder_inprocess.url, batch_pairs=256, rounds=3)
+    _check_fair_under_training(minilm_cross_encoder.url, batch_pairs=256, rounds=3)
