@@ -22,8 +22,8 @@ the fewest pairs left first bounds a small request's wait to the batches already
 one, whatever the backlog; the training stream loses only the few slots the small request
 takes. Round-robin over requests (tried first) does the same for the small request, but it
 advances every training request together, so they all finish together and the queue runs dry
-while their clients send the next ones: measured on the cross-encoder, training pairs per
-batch fell from 256 to 213. Fewest-left-first finishes training requests one after another
+while their clients send the next ones: measured with the tiny test cross-encoder, pairs per
+batch fell to 213 of 256. Fewest-left-first finishes training requests one after another
 (first-come among equals), as first-in-first-out did, so the queue stays fed. Pairs of one
 request still span batches.
 

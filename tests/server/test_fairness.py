@@ -185,3 +185,19 @@ def test_cross_encoder_online_request_in_the_training_group_is_answered_after_th
     minilm_cross_encoder,
 ):
     _check_fair_under_training(minilm_cross_encoder.url, batch_pairs=256, rounds=3)
+
+
+def test_priority_is_taken_on_native_and_vllm_routes_and_its_wait_is_reported(minilm_server):
+    url = minilm_server.url
+    simple = {"queries": ["q"], "documents": [f"d {uuid.uuid4().hex}"], "pairs": [[0, 0]]}
+    r = httpx.post(f"{url}/rerank_batch_simple", json={**simple, "priority": "urgent"})
+    assert r.status_code == 422 and "priority" in r.text, r.text
+    r = httpx.post(f"{url}/rerank_batch_simple", json={**simple, "priority": 7}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = {"query": "q", "documents": [f"v {uuid.uuid4().hex}"], "priority": -3}
+    r = httpx.post(f"{url}/v1/rerank", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    m = metric_samples(url)
+    for label in ("7", "-3"):
+        assert m[("reranker_queue_wait_seconds_count", (("priority", label),))] >= 1
+    assert m[("reranker_queue_requests_waiting", ())] == 0
