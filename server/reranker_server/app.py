@@ -42,8 +42,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         metrics.batch_pairs.observe(size)
         metrics.batch_duration.observe(seconds)
         metrics.pairs_scored.inc(size)
-        metrics.queue_depth.set(queue.depth)
-        metrics.batches_in_flight.set(queue.in_flight)
 
     queue: BatchQueue[Score] = BatchQueue(
         backend.score_batch,
@@ -52,6 +50,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         max_queued_pairs=settings.max_queued_pairs,
         max_in_flight=settings.batches_in_flight,
         batch_timeout_s=settings.engine_batch_timeout_s,
+        priority_aging_s=settings.priority_aging_s,
+        metrics=metrics.queue,
         on_batch=on_batch,
         on_failure=backend.mark_dead,  # /health then answers 503 with the reason
     )

@@ -22,6 +22,52 @@ from prometheus_client import (
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# Queue waits run from a few ms (idle) to minutes (a low priority behind a training backlog).
+_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class QueueMetrics:
+    """What the batching queue reports about itself; it writes these, nobody else does."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.queue_depth = Gauge(
+            "reranker_queue_depth_pairs", "Pairs waiting for an engine batch.", registry=r
+        )
+        self.batches_in_flight = Gauge(
+            "reranker_engine_batches_in_flight",
+            "Engine batches being scored now (at most ENGINE_BATCHES_IN_FLIGHT).",
+            registry=r,
+        )
+        self.requests_waiting = Gauge(
+            "reranker_queue_requests_waiting",
+            "Requests with pairs waiting for an engine batch.",
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "reranker_queue_wait_seconds",
+            "Per request: time from queueing until its last pair was handed to the engine, by "
+            "the request's priority.",
+            ["priority"],
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.pairs_deduplicated = Counter(
+            "reranker_pairs_deduplicated",
+            "Pairs that shared the score of an identical pair already queued or running.",
+            registry=r,
+        )
+
+    def set_state(self, depth: int, in_flight: int, requests_waiting: int) -> None:
+        """The queue's gauges, as they are now."""
+        self.queue_depth.set(depth)
+        self.batches_in_flight.set(in_flight)
+        self.requests_waiting.set(requests_waiting)
+
+    def observe_wait(self, priority: int, seconds: float) -> None:
+        """One request's queue wait. Priorities beyond +-10 share the label of +-10, so a
+        client cannot grow the series without bound."""
+        self.queue_wait.labels(str(max(-10, min(10, priority)))).observe(seconds)
 
 
 class CacheMetrics:
@@ -63,6 +109,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self.queue = QueueMetrics(r)
         self.requests = Counter(
             "reranker_requests",
             "HTTP requests by endpoint and status code.",
@@ -88,21 +135,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_depth = Gauge(
-            "reranker_queue_depth_pairs", "Pairs waiting for an engine batch.", registry=r
-        )
-        self.batches_in_flight = Gauge(
-            "reranker_engine_batches_in_flight",
-            "Engine batches being scored now (at most ENGINE_BATCHES_IN_FLIGHT).",
-            registry=r,
-        )
         self.pairs_scored = Counter(
             "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
-        )
-        self.pairs_deduplicated = Counter(
-            "reranker_pairs_deduplicated",
-            "Pairs that shared the score of an identical pair already queued or running.",
-            registry=r,
         )
         self.engine_up = Gauge(
             "reranker_engine_up", "1 when the engine is ready and alive, else 0.", registry=r

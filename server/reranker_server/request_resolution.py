@@ -38,6 +38,10 @@ class ResolvedRerank:
     def pairs(self) -> list[Pair]:
         return [(self.request.query, t) for t in self.texts]
 
+    @property
+    def priority(self) -> int:
+        return self.request.priority or 0
+
 
 @dataclass(frozen=True)
 class ResolvedPairs:
@@ -45,6 +49,7 @@ class ResolvedPairs:
 
     pairs: list[Pair]
     key: GroupKey
+    priority: int = 0  # lower is served first (vLLM's field)
 
 
 #: The model's truncation bounds (lowest, highest), known once the engine is ready.
@@ -97,7 +102,9 @@ class RequestResolver:
                 )
         max_length = settle_max_length(req.max_length, [], *self._ready_bounds())
         key = GroupKey(self.backend.family_class.instruction_of(req.instruction), max_length)
-        return ResolvedPairs([(req.queries[qi], req.documents[dj]) for qi, dj in req.pairs], key)
+        return ResolvedPairs(
+            [(req.queries[qi], req.documents[dj]) for qi, dj in req.pairs], key, req.priority or 0
+        )
 
     # ---- checks -----------------------------------------------------------------------------
 

@@ -176,7 +176,5 @@ async def info(service: ServiceDep) -> InfoResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(service: ServiceDep) -> Response:
     m = service.metrics
-    m.queue_depth.set(service.queue.depth)
-    m.batches_in_flight.set(service.queue.in_flight)
     body, content_type = m.exposition()
     return Response(body, media_type=content_type)

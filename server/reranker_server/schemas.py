@@ -154,7 +154,11 @@ class RerankRequest(_Strict):
             "(-1 = the model's limit).",
         )
     )
-    priority: Integer | None = Field(default=None, description="Accepted and ignored (vLLM).")
+    priority: Integer | None = Field(
+        default=None,
+        description="vLLM's field: lower is served first; default 0. Requests waiting long "
+        "move up one level per RERANKER_PRIORITY_AGING_S, so a low priority still progresses.",
+    )
     max_chunks_per_doc: Integer | None = Field(
         default=None, description="Accepted and ignored (Cohere v1): documents are never chunked."
     )
@@ -225,6 +229,11 @@ class RerankBatchSimpleRequest(_Strict):
     documents: list[Text] = Field(min_length=1)
     pairs: list[tuple[NonNegative, NonNegative]] = Field(
         min_length=1, description="[query_index, document_index] pairs to score."
+    )
+    priority: Integer | None = Field(
+        default=None,
+        description="vLLM's field: lower is served first; default 0. Requests waiting long "
+        "move up one level per RERANKER_PRIORITY_AGING_S, so a low priority still progresses.",
     )
 
 

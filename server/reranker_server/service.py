@@ -58,7 +58,7 @@ class RerankService:
 
     async def rerank_batch_simple(self, req: RerankBatchSimpleRequest) -> RerankBatchSimpleResponse:
         resolved = self.resolver.pairs(req)
-        scores, hits = await self.score(resolved.key, resolved.pairs)
+        scores, hits = await self.score(resolved.key, resolved.pairs, resolved.priority)
         return RerankBatchSimpleResponse(
             model=self.backend.model_name,
             scores=[s.relevance for s in scores],
@@ -67,16 +67,16 @@ class RerankService:
 
     # ---- the shared path --------------------------------------------------------------------
 
-    async def score(self, key: GroupKey, pairs: Sequence[Pair]) -> tuple[list[Score], int]:
-        """Scores for resolved ``pairs`` in order, and how many came from the cache."""
+    async def score(
+        self, key: GroupKey, pairs: Sequence[Pair], priority: int = 0
+    ) -> tuple[list[Score], int]:
+        """Scores for resolved ``pairs`` in order, and how many came from the cache; the misses
+        are queued at ``priority`` (lower first)."""
         backend = self.backend
         found = await self.cache.lookup(backend.cache_model_id, backend.prompt_version, key, pairs)
         scores = found.scores
         if found.misses:
-            shared_before = self.queue.stats.deduplicated
-            futures = self.queue.submit(key, [pairs[i] for i in found.misses])
-            self.metrics.pairs_deduplicated.inc(self.queue.stats.deduplicated - shared_before)
-            self.metrics.queue_depth.set(self.queue.depth)
+            futures = self.queue.submit(key, [pairs[i] for i in found.misses], priority)
             # asyncio.wait, unlike gather, never cancels the futures if this caller goes away:
             # other callers may be sharing them.
             await asyncio.wait(set(futures))
@@ -95,7 +95,7 @@ class RerankService:
         req, texts, key = resolved.request, resolved.texts, resolved.key
         # Tokens are counted (for usage) while the pairs are scored, not after.
         (scores, hits), tokens = await asyncio.gather(
-            self.score(key, resolved.pairs),
+            self.score(key, resolved.pairs, resolved.priority),
             self._count_tokens(key, req.query, texts),
         )
         order = sorted(range(len(scores)), key=lambda i: (-scores[i].relevance, i))

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     max_queued_pairs: int = Field(
         default=500_000, ge=1, description="Pairs waiting before new work is refused with 429."
     )
+    priority_aging_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Starvation bound of request priorities: a waiting request counts as one "
+        "priority level better (lower) for every this many seconds it has waited.",
+    )
 
     # Score cache.
     cache_size: int = Field(default=1_000_000, ge=0, description="Cached pair scores; 0 = off.")

@@ -57,6 +57,8 @@ EXPECTED_METRICS = {
     "reranker_pairs_requested_total": "counter",
     "reranker_pairs_scored_total": "counter",
     "reranker_pairs_deduplicated_total": "counter",
+    "reranker_queue_wait_seconds": "histogram",
+    "reranker_queue_requests_waiting": "gauge",
     "reranker_engine_up": "gauge",
     "reranker_redis_errors_total": "counter",
     "reranker_redis_hits_total": "counter",
@@ -641,6 +643,8 @@ def test_dashboard_has_the_panels_and_a_sane_layout():
     assert "reranker_engine_batch_pairs" in panel("batch size")
     assert "reranker_engine_batch_duration_seconds" in panel("batch time")
     assert "reranker_queue_depth_pairs" in panel("queue depth")
+    assert "reranker_queue_wait_seconds_bucket" in panel("queue wait", "priority")
+    assert "reranker_queue_requests_waiting" in panel("requests waiting")
     assert "reranker_cache_misses_total" in panel("cache hit ratio")
     pairs = panel("pairs requested", "scored")
     assert "reranker_pairs_requested_total" in pairs and "reranker_pairs_scored_total" in pairs

@@ -282,3 +282,169 @@ async def test_shutdown_fails_queued_and_running_callers_with_503():
     for f in futures:
         assert isinstance(f.exception(), EngineUnavailableError)
         assert "shutting down" in f.exception().detail
+
+
+# ---- fairness within a group, priority, aging (issue 16) ---------------------------------------
+
+
+async def _feed_same_group(q, key, stop: asyncio.Event, backlog: int, priority: int = 0) -> None:
+    """Four training clients of one group: each keeps a request of 40 pairs queued."""
+    n = 0
+    while not stop.is_set():
+        if q.depth < backlog:
+            q.submit(key, [("train", f"d{n + i}") for i in range(40)], priority)
+            n += 40
+        await asyncio.sleep(0.001)
+
+
+async def _training_client(q, key, stop: asyncio.Event, name: str, size: int) -> None:
+    """A training client: one request of ``size`` pairs at a time, the next sent on its answer."""
+    n = 0
+    while not stop.is_set():
+        await results(q.submit(key, [(name, f"d{n + i}") for i in range(size)]))
+        n += size
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_a_small_request_is_in_the_next_batch_of_its_own_group_under_a_backlog(in_flight):
+    """The issue's case: training and online traffic share one group (default instruction and
+    max_length). Behind four training clients with 160 pairs each queued (40 batches), a 2-pair
+    request is cut at most one batch after the one it would get idle (the first cut once it is
+    queued), and batches stay full."""
+    scorer = FakeScorer(delay=0.01)
+    q = make_queue(scorer, max_batch_pairs=16, max_wait_ms=5, max_in_flight=in_flight)
+    key = GroupKey(None, 5)
+    stop = asyncio.Event()
+    clients = [
+        asyncio.create_task(_training_client(q, key, stop, f"train{i}", 160)) for i in range(4)
+    ]
+    await asyncio.sleep(0.05)
+    assert q.depth >= 320, "no backlog: this would not test sustained load"
+    before = len(scorer.batches)  # cut already (in flight or done); the next cut is "idle"'s
+    online = [("online", "a"), ("online", "b")]
+    futures = q.submit(key, online)
+    assert await asyncio.wait_for(results(futures), timeout=5) == [
+        FakeScorer.value(key, p) for p in online
+    ]
+    cut_at = max(i for i, (_, b) in enumerate(scorer.batches) for p in b if p in online)
+    assert cut_at - before <= 1, (cut_at, before)
+    assert q.depth >= 160, "the backlog drained, so this did not test sustained load"
+    stop.set()
+    await asyncio.gather(*clients)
+    # Batches stay full under load: every batch but the stream's last few is full.
+    sizes = [len(b) for _, b in scorer.batches]
+    assert all(n == 16 for n in sizes[: cut_at + 5]), sizes
+    await q.close()
+
+
+async def test_fewest_pairs_left_goes_first_and_pairs_of_a_request_span_batches():
+    scorer = FakeScorer(delay=0.01)
+    q = make_queue(scorer, max_batch_pairs=4, max_wait_ms=1)
+    key = GroupKey(None, 5)
+    first = [("first", str(i)) for i in range(6)]
+    big = [("big", str(i)) for i in range(10)]
+    small = [("small", str(i)) for i in range(3)]
+    futures = q.submit(key, first) + q.submit(key, big) + q.submit(key, small)
+    await results(futures)
+    owners = [[p[0] for p in b] for _, b in scorer.batches]
+    # The small request fills the first batch and the rest goes to the request with fewest
+    # pairs left; that one keeps them fewest, so requests finish one after another.
+    assert owners == [
+        ["small"] * 3 + ["first"],
+        ["first"] * 4,
+        ["first"] + ["big"] * 3,
+        ["big"] * 4,
+        ["big"] * 3,
+    ], owners
+    await q.close()
+
+
+async def test_lower_priority_value_is_served_first():
+    scorer = FakeScorer(delay=0.05)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, priority_aging_s=60)
+    key = GroupKey(None, 5)
+    blocker = q.submit(key, [("blocker", "0"), ("blocker", "1")])
+    while not scorer.batches:  # the blocker is in the engine; the rest queue behind it
+        await asyncio.sleep(0.001)
+    futures = blocker
+    for name, priority in [("late", 5), ("default", 0), ("urgent", -1), ("other", 0)]:
+        futures += q.submit(key, [(name, "0"), (name, "1")], priority)
+    other_group = q.submit(GroupKey("other group", 5), [("g", "0")], 3)
+    await results(futures + other_group)
+    order = [b[0][0] for _, b in scorer.batches]
+    # Equal priority and size: first come first served. The other group's priority 3 goes
+    # before this group's 5.
+    assert order == ["blocker", "urgent", "default", "other", "g", "late"], order
+    await q.close()
+
+
+async def test_a_low_priority_request_is_not_starved_by_a_high_priority_stream():
+    """Aging: priority 3 behind a stream of priority 0 that never drains is answered after about
+    3 aging steps, while the stream still has a backlog."""
+    scorer = FakeScorer(delay=0.005)
+    q = make_queue(scorer, max_batch_pairs=4, max_wait_ms=1, priority_aging_s=0.05)
+    key = GroupKey(None, 5)
+    stop = asyncio.Event()
+    feeder = asyncio.create_task(_feed_same_group(q, key, stop, backlog=160, priority=0))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    futures = q.submit(key, [("low", "a")], priority=3)
+    await asyncio.wait_for(results(futures), timeout=5)
+    waited = loop.time() - started
+    assert q.depth >= 80, "the stream drained, so this did not test starvation"
+    # Not before its level reached the stream's (it really had lower priority) ...
+    assert waited >= 0.1, waited
+    stop.set()
+    await feeder
+    await q.close()
+
+
+async def test_a_waiting_pair_shared_by_a_later_request_is_scored_once_at_the_earlier_turn():
+    scorer = FakeScorer(delay=0.05)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, priority_aging_s=60)
+    key = GroupKey(None, 5)
+    blocker = q.submit(key, [("blocker", "0"), ("blocker", "1")])
+    while not scorer.batches:
+        await asyncio.sleep(0.001)
+    low = q.submit(key, [("low", str(i)) for i in range(6)], priority=5)
+    urgent = q.submit(key, [("low", "4"), ("urgent", "0")], priority=-1)
+    assert urgent[0] is low[4]  # the future is shared
+    assert await results(urgent) == [
+        FakeScorer.value(key, p) for p in [("low", "4"), ("urgent", "0")]
+    ]
+    # The shared pair went with the urgent request, in the first batch after the blocker.
+    assert sorted(scorer.batches[1][1]) == [("low", "4"), ("urgent", "0")]
+    await results(low + blocker)
+    scored = [p for _, b in scorer.batches for p in b]
+    assert len(scored) == len(set(scored)) == 2 + 6 + 1
+    assert q.stats.deduplicated == 1
+    await q.close()
+
+
+async def test_the_queue_reports_its_waits_by_priority_and_the_requests_waiting():
+    from prometheus_client import CollectorRegistry
+    from reranker_server.metrics import QueueMetrics
+
+    registry = CollectorRegistry()
+    scorer = FakeScorer(delay=0.05)
+    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, metrics=QueueMetrics(registry))
+    key = GroupKey(None, 5)
+    futures = q.submit(key, [("a", "0"), ("a", "1")])
+    futures += q.submit(key, [("b", "0")], priority=2)
+    futures += q.submit(key, [("a", "0")], priority=-20)  # all shared with a waiting pair
+    assert registry.get_sample_value("reranker_queue_requests_waiting") == 3
+    assert registry.get_sample_value("reranker_queue_depth_pairs") == 3
+    await results(futures)
+    await asyncio.sleep(0)
+    get = registry.get_sample_value
+    assert get("reranker_queue_requests_waiting") == 0
+    assert get("reranker_queue_depth_pairs") == 0
+    assert get("reranker_engine_batches_in_flight") == 0
+    assert get("reranker_pairs_deduplicated_total") == 1
+    assert get("reranker_queue_wait_seconds_count", {"priority": "0"}) == 1
+    assert get("reranker_queue_wait_seconds_count", {"priority": "2"}) == 1
+    assert get("reranker_queue_wait_seconds_count", {"priority": "-10"}) == 1  # label clamped
+    # The priority-2 pair waited for the first batch to be scored (50 ms).
+    assert get("reranker_queue_wait_seconds_sum", {"priority": "2"}) >= 0.04
+    await q.close()
