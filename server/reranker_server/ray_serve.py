@@ -1,0 +1,84 @@
+"""The Ray Serve app: `serve run reranker_server.ray_serve:build_app`, or deploy/ray/config.yaml.
+
+Two deployments:
+
+- ``RerankerIngress``: today's FastAPI app (routes, auth, limits, compat shapes, the score cache,
+  the batching queue) under ``@serve.ingress``, N replicas behind Ray's HTTP proxy. Set
+  ``redis_url`` so that its replicas share scores, as ``--workers`` do.
+- ``RerankerEngine``: one vLLM engine per replica (``ray_engine.EngineReplica``), reached from the
+  ingress through a ``DeploymentHandle`` (``ray_backend.RayEngineBackend``).
+
+``build_app``'s arguments (the config's ``args``) are ``Settings`` fields, e.g. ``model``,
+``dtype``, ``engine_batches_in_flight``; ``RERANKER_*`` variables in the replicas' environment
+apply too. Replica counts, autoscaling, ``max_ongoing_requests`` and ``ray_actor_options`` are
+the config's per-deployment options; the defaults below suit one CPU engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import Gauge
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from .app import create_app
+from .ray_backend import RayEngineBackend
+from .ray_engine import EngineReplica
+from .settings import Settings
+
+INGRESS = "RerankerIngress"
+ENGINE = "RerankerEngine"
+
+# Two batches in flight per engine replica, as for a remote engine: the next one is tokenised
+# while the engine runs this one. Ray sends a replica no more than this at once.
+ENGINE_BATCHES_PER_REPLICA = 2
+
+EngineDeployment = serve.deployment(
+    EngineReplica,
+    name=ENGINE,
+    max_ongoing_requests=ENGINE_BATCHES_PER_REPLICA,
+    ray_actor_options={"num_cpus": 1},
+    # vLLM takes 20-40 s to load a model on a CPU, longer on a GPU with a large model.
+    health_check_period_s=5,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=5,
+)
+
+
+@serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress()
+class RerankerIngress:
+    """One replica of the HTTP service; its engine is the ``RerankerEngine`` deployment."""
+
+    def __init__(self, engine: DeploymentHandle, settings: dict[str, Any]) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        settings = Settings(**self._settings)
+        context = serve.get_replica_context()
+        backend = RayEngineBackend(
+            settings, self._engine, app_name=context.app_name, deployment_name=ENGINE
+        )
+        app = create_app(settings, backend)
+        replicas = Gauge(
+            "reranker_engine_replicas",
+            "Engine replicas of the Ray deployment by state, as Ray's controller reports them.",
+            ["state"],
+            registry=app.state.service.metrics.registry,
+        )
+        for state in ("RUNNING", "STARTING", "UNHEALTHY", "STOPPING"):
+            replicas.labels(state).set_function(
+                lambda s=state: backend.replica_states.get(s, 0)  # type: ignore[misc]
+            )
+        return app
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The Serve application: ``serve run reranker_server.ray_serve:build_app model=...``."""
+    settings = dict(args)
+    Settings(**settings)  # a bad argument fails here, at deploy time, not in every replica
+    return RerankerIngress.bind(EngineDeployment.bind(settings), settings)  # type: ignore[attr-defined]
