@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, EngineGoneError, EngineState
-from .pair_encoding import EncodedPairs, PairEncoder
+from .model_family import ClassifyInput
 from .settings import Settings
 
 logger = logging.getLogger("reranker_server")
@@ -48,7 +48,7 @@ class RayEngineBackend(Backend):
         max_attempts: int = 4,
     ) -> None:
         super().__init__(settings)
-        self._engine = engine  # a ray.serve.handle.DeploymentHandle of EngineReplica
+        self._handle = engine  # a ray.serve.handle.DeploymentHandle of EngineReplica
         self._app_name = app_name
         self._deployment_name = deployment_name
         self._max_attempts = max_attempts
@@ -87,7 +87,7 @@ class RayEngineBackend(Backend):
         for attempt in range(self._max_attempts):
             if self._ready and not self._engine_alive():
                 raise EngineGoneError(self.unavailable_reason())
-            response = getattr(self._engine, method).remote(*args)
+            response = getattr(self._handle, method).remote(*args)
             pending = asyncio.ensure_future(response)
             try:
                 # Ray queues a call while no replica runs; give up on it once Ray says none does.
@@ -109,7 +109,7 @@ class RayEngineBackend(Backend):
 
     # ---- Backend ----------------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def _start(self) -> Any:
         if Path(self.settings.model).is_dir():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer
@@ -119,13 +119,13 @@ class RayEngineBackend(Backend):
             self.settings.model,
             trust_remote_code=self.settings.trust_remote_code,
         )
-        self.encoder = PairEncoder(self.family, tokenizer)
         self._watch = asyncio.create_task(self._watch_replicas(), name="engine-replicas")
         # Waits (in Ray's queue) for the first engine replica to finish loading its model.
-        info = await self._engine.info.remote()
+        info = await self._handle.info.remote()
         self.max_length = int(info["max_length"])
         self.batch_max_tokens = info["batch_max_tokens"]
         self._dtype = str(info["dtype"])
+        return tokenizer
 
     @property
     def _ready(self) -> bool:
@@ -147,7 +147,7 @@ class RayEngineBackend(Backend):
     async def _embed(self, token_ids: list[list[int]]) -> list[np.ndarray]:
         return await self._call("embed", token_ids)  # type: ignore[no-any-return]
 
-    async def _classify(self, encoded: EncodedPairs) -> list[float]:
+    async def _classify(self, encoded: ClassifyInput) -> list[float]:
         return await self._call("classify", encoded)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:

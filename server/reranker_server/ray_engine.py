@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .inprocess_backend import InProcessBackend
-from .pair_encoding import EncodedPairs
+from .model_family import ClassifyInput
 from .settings import Settings
 
 
@@ -43,7 +43,7 @@ class EngineReplica:
         """Embed each tokenised text (bi-encoder)."""
         return await self._backend._embed(token_ids)
 
-    async def classify(self, encoded: EncodedPairs) -> list[float]:
+    async def classify(self, encoded: ClassifyInput) -> list[float]:
         """One raw logit per encoded pair (cross-encoder, LLM reranker)."""
         return await self._backend._classify(encoded)
 
