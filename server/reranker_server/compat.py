@@ -99,17 +99,3 @@ def _object_text(doc: RerankDocument, rank_fields: list[str] | None) -> str:
 
 def _line(name: str, value: object) -> str:
     return f"{name}: {value if isinstance(value, str) else json.dumps(value)}"
-
-
-def requested_max_length(req: RerankRequest, lowest: int, highest: int) -> int | None:
-    """The max_length a request asks for. max_tokens_per_doc and truncate_prompt_tokens are
-    limits too (other servers' names for it): the smallest given wins. Theirs are brought
-    within the model's bounds [lowest, highest], since clients send provider defaults (Cohere's
-    4096) whatever the model; an explicit max_length out of bounds stays an error."""
-    foreign = [
-        min(max(v, lowest), highest)
-        for v in (req.max_tokens_per_doc, req.truncate_prompt_tokens)
-        if v is not None and v > 0
-    ]
-    limits = foreign + ([req.max_length] if req.max_length is not None else [])
-    return min(limits) if limits else None

@@ -29,6 +29,9 @@ from .settings import Settings
 
 
 class RerankService:
+    """The endpoints' work: the resolver settles a request, the cache answers what it can, the
+    queue batches the rest for the backend, and the answer is built in the request's order."""
+
     def __init__(
         self,
         settings: Settings,
