@@ -74,7 +74,9 @@ class Backend(ABC):
         """Load (or connect to) the engine; ``state`` says when it is ready. Never raises."""
         try:
             # Hashing the model's files overlaps loading it.
-            files = asyncio.create_task(asyncio.to_thread(model_fingerprint, self.settings.model))
+            files = asyncio.create_task(
+                asyncio.to_thread(model_fingerprint, self.settings.model, self.settings.fingerprint)
+            )
             await self._start()
             self.fingerprint = f"{await files}:{self._engine_dtype()}"
             # The first call is much slower than the rest; pay for it before reporting ready.

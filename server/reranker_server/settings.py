@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         default=500_000, ge=1, description="Pairs waiting before new work is refused with 429."
     )
 
+    fingerprint: Literal["quick", "full"] = Field(
+        default="quick",
+        description="How the model's files are fingerprinted for cache keys: quick = small files "
+        "whole, large ones by size and mtime (or hub blob name); full = every file hashed whole.",
+    )
+
     # Score cache.
     cache_size: int = Field(default=1_000_000, ge=0, description="Cached pair scores; 0 = off.")
 
