@@ -16,6 +16,7 @@ from . import __version__
 from .auth import ApiKeyMiddleware, ApiKeys, configured_keys, document_auth, open_paths
 from .backend import Backend, create_backend
 from .batch_queue import BatchQueue
+from .crash_only import CrashOnlyWatch
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .request_limits import BodySizeLimitMiddleware, state_max_length, state_text_limit
@@ -77,9 +78,15 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         if shared is not None:
             await shared.start()
         loading = asyncio.create_task(backend.start(), name="engine-load")
+        watch = None
+        if not settings.stay_up_without_engine:
+            crash_only = CrashOnlyWatch(backend, watch_after_start=not settings.engine_urls)
+            watch = asyncio.create_task(crash_only.run(loading), name="crash-only")
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
             await queue.close()
             loading.cancel()
             await backend.aclose()

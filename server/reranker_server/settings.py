@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         description="Engine batches scored at once (the next one is tokenised while the engine "
         "runs one); unset = 2 per engine.",
     )
+    stay_up_without_engine: bool = Field(
+        default=False,
+        description="Stay up answering 503 when the engine fails to start or dies; by default "
+        "the server exits (status 3: start failed, 1: died) so that restart policies act.",
+    )
     engine_batch_timeout_s: float = Field(
         default=600.0,
         gt=0,
