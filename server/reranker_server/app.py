@@ -19,6 +19,7 @@ from .batch_queue import BatchQueue
 from .crash_only import CrashOnlyWatch
 from .errors import install_error_handlers
 from .metrics import Metrics
+from .provider_shapes import router as provider_router
 from .request_limits import BodySizeLimitMiddleware, state_max_length, state_text_limit
 from .routes import router
 from .score_cache import ScoreCache
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(provider_router)
 
     # Added innermost first: metrics see every answer, and a request without a key is refused
     # before its body is read.
