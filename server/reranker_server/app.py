@@ -16,8 +16,10 @@ from . import __version__
 from .auth import ApiKeyMiddleware, ApiKeys, configured_keys, document_auth, open_paths
 from .backend import Backend, create_backend
 from .batch_queue import BatchQueue
+from .crash_only import CrashOnlyWatch
 from .errors import install_error_handlers
 from .metrics import Metrics
+from .provider_shapes import router as provider_router
 from .request_limits import BodySizeLimitMiddleware, state_max_length, state_text_limit
 from .request_resolution import RequestResolver
 from .routes import router
@@ -68,9 +70,15 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         queue.start()
         await cache.start()
         loading = asyncio.create_task(backend.start(), name="engine-load")
+        watch = None
+        if not settings.stay_up_without_engine:
+            crash_only = CrashOnlyWatch(backend, watch_after_start=backend.engine_in_process)
+            watch = asyncio.create_task(crash_only.run(loading), name="crash-only")
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
             await queue.close()
             loading.cancel()
             await backend.aclose()
@@ -88,6 +96,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(provider_router)
 
     # Added innermost first: metrics see every answer, and a request without a key is refused
     # before its body is read.

@@ -64,6 +64,11 @@ class EngineGoneError(Exception):
 class Backend(ABC):
     """Scores batches of pairs that share one (instruction, max_length)."""
 
+    #: Whether the engine runs inside this process, so that restarting the process brings a dead
+    #: engine back (``crash_only`` then exits when it dies). Engines in other processes (``vllm
+    #: serve``, Ray replicas) are failed over or replaced by what runs them.
+    engine_in_process = False
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model_name = settings.model_name
@@ -84,7 +89,9 @@ class Backend(ABC):
         """Load (or connect to) the engine; ``state`` says when it is ready. Never raises."""
         try:
             # Hashing the model's files overlaps loading it.
-            files = asyncio.create_task(asyncio.to_thread(model_fingerprint, self.settings.model))
+            files = asyncio.create_task(
+                asyncio.to_thread(model_fingerprint, self.settings.model, self.settings.fingerprint)
+            )
             tokenizer = await self._start()
             self.family = self.family_class(self.settings, tokenizer)
             self.fingerprint = f"{await files}:{self._engine_dtype()}"

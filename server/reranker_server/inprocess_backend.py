@@ -44,6 +44,21 @@ def engine_dtype(setting: str, *, on_cpu: bool) -> str:
     return "float32" if on_cpu and setting == "auto" else setting
 
 
+# Per-device defaults of the settings left unset. The CPU's are what works on a node shared with
+# the server (vLLM's 0.92 was refused there; no CUDA graphs on CPU). On a GPU they are vLLM's own
+# defaults (0.9, graphs captured), which the CPU values would give up most of the card and speed.
+_CPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.35, "enforce_eager": True}
+_GPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.9, "enforce_eager": False}
+
+
+def device_default(settings: Settings, name: str, *, on_cpu: bool) -> Any:
+    """The setting ``name`` if set, else the default for this device (like ``DTYPE=auto``)."""
+    value = getattr(settings, name)
+    if value is not None:
+        return value
+    return (_CPU_DEFAULTS if on_cpu else _GPU_DEFAULTS)[name]
+
+
 def engine_kwargs(settings: Settings, family: ModelFamily, *, on_cpu: bool) -> dict[str, Any]:
     """The arguments of the engine for these settings and this model family."""
     s = settings
@@ -51,8 +66,8 @@ def engine_kwargs(settings: Settings, family: ModelFamily, *, on_cpu: bool) -> d
         model=s.model,
         runner="pooling",
         dtype=engine_dtype(s.dtype, on_cpu=on_cpu),
-        enforce_eager=s.enforce_eager,
-        gpu_memory_utilization=s.gpu_memory_utilization,
+        enforce_eager=device_default(s, "enforce_eager", on_cpu=on_cpu),
+        gpu_memory_utilization=device_default(s, "gpu_memory_utilization", on_cpu=on_cpu),
         trust_remote_code=s.trust_remote_code,
     )
     if s.max_model_len is not None:
@@ -70,6 +85,8 @@ def engine_kwargs(settings: Settings, family: ModelFamily, *, on_cpu: bool) -> d
 
 
 class InProcessBackend(Backend):
+    engine_in_process = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._llm: Any = None

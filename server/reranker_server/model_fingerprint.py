@@ -5,18 +5,34 @@ behind the same name (a retrained checkpoint written to the same directory, anot
 hub id, another dtype) never serves the old model's scores from the shared cache, where they live
 for days.
 
-Every file of the model directory (weights, config, tokenizer, pooling config) is hashed whole:
-sampling would miss a fine-tune that moved few weights. BLAKE2b reads about 1 GB/s and releases the
-GIL, and the service computes it while the engine loads, so it adds little to start-up.
+Two modes (``RERANKER_FINGERPRINT``):
+
+- ``quick`` (default): every file's path and size; the whole content of small files (config,
+  tokenizer, weight index, pooling config: anything up to ``WHOLE_FILE_BYTES``); for large files
+  (the weights) the content hash the hub cache already names the file by, if it is a hub blob,
+  else its modification time in nanoseconds. Writing a new checkpoint into the directory, even
+  in place and at the same size, changes the mtime; a hub revision changes the blob names.
+  Start-up cost no longer grows with the model (measured in docs/fingerprint-cost.md).
+  Replicas that copied the same local model at different times get different keys (a lower
+  shared-cache hit rate, never a wrong score); ``full`` avoids that.
+- ``full``: every file hashed whole (BLAKE2b, about 1 GB/s, while the engine loads).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
+from typing import Literal
 
 logger = logging.getLogger("reranker_server")
+
+FingerprintMode = Literal["quick", "full"]
+
+# Files up to this size are hashed whole in quick mode: every config, index and tokenizer file
+# (a Qwen3 tokenizer.json is 11 MB) but no real weight file.
+WHOLE_FILE_BYTES = 32 * 2**20
 
 
 def _resolve(model: str) -> Path | None:
@@ -32,13 +48,31 @@ def _resolve(model: str) -> Path | None:
         return None
 
 
-def _hash_file(path: Path, h: hashlib.blake2b) -> None:
-    h.update(f"{path.stat().st_size}:".encode())
+def _content_digest(path: Path) -> bytes:
     with path.open("rb") as f:
-        h.update(hashlib.file_digest(f, "blake2b").digest())
+        return hashlib.file_digest(f, "blake2b").digest()
 
 
-def model_fingerprint(model: str) -> str:
+def _hub_blob_name(path: Path) -> str | None:
+    """The blob a hub-cache snapshot links to: its name is the file's sha256 (git sha1 if small)."""
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    return target.name if target.parent.name == "blobs" else None
+
+
+def _file_identity(path: Path, mode: FingerprintMode) -> bytes:
+    stat = path.stat()
+    head = f"{stat.st_size}:".encode()
+    if mode == "full" or stat.st_size <= WHOLE_FILE_BYTES:
+        return head + _content_digest(path)
+    blob = _hub_blob_name(path)
+    if blob is not None:
+        return head + f"blob={blob}".encode()
+    return head + f"mtime={stat.st_mtime_ns}".encode()
+
+
+def model_fingerprint(model: str, mode: FingerprintMode = "quick") -> str:
     """A short hex digest of the model's files (the caller adds the dtype it runs at)."""
     h = hashlib.blake2b(digest_size=12)
     directory = _resolve(model)
@@ -49,6 +83,8 @@ def model_fingerprint(model: str) -> str:
         )
         h.update(f"name={model}".encode())
         return h.hexdigest()
+    # The mode is part of the digest: the two modes never produce the same key for different files.
+    h.update(f"mode={mode}\0".encode())
     files = sorted(
         p
         for p in directory.rglob("*")
@@ -56,5 +92,5 @@ def model_fingerprint(model: str) -> str:
     )
     for path in files:
         h.update(str(path.relative_to(directory)).encode() + b"\0")
-        _hash_file(path, h)
+        h.update(_file_identity(path, mode))
     return h.hexdigest()

@@ -49,12 +49,15 @@ class Settings(BaseSettings):
         "float32 model in float16), the model's dtype elsewhere.",
     )
     max_model_len: int | None = Field(default=None, description="Engine context length override.")
-    gpu_memory_utilization: float = Field(
-        default=0.35,
-        description="Fraction of accelerator memory (on CPU: of the NUMA node) vLLM may reserve.",
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        description="Fraction of accelerator memory (on CPU: of the NUMA node) vLLM may reserve. "
+        "Unset: 0.35 on CPU (vLLM's 0.92 does not fit beside the server), vLLM's 0.9 on a GPU.",
     )
-    enforce_eager: bool = Field(
-        default=True, description="No CUDA graphs or compilation (the sane choice on CPU)."
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="Run without CUDA graphs. Unset: true on CPU (no graphs there), false on a "
+        "GPU (vLLM's default: graphs are captured).",
     )
     max_num_batched_tokens: int | None = Field(
         default=None, description="Engine token budget per scheduler step (vLLM default if unset)."
@@ -92,6 +95,12 @@ class Settings(BaseSettings):
         "priority level better (lower) for every this many seconds it has waited.",
     )
 
+    fingerprint: Literal["quick", "full"] = Field(
+        default="quick",
+        description="How the model's files are fingerprinted for cache keys: quick = small files "
+        "whole, large ones by size and mtime (or hub blob name); full = every file hashed whole.",
+    )
+
     # Score cache.
     cache_size: int = Field(default=1_000_000, ge=0, description="Cached pair scores; 0 = off.")
 
@@ -123,6 +132,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Engine batches scored at once (the next one is tokenised while the engine "
         "runs one); unset = 2 per engine.",
+    )
+    stay_up_without_engine: bool = Field(
+        default=False,
+        description="Stay up answering 503 when the engine fails to start or dies; by default "
+        "the server exits (status 3: start failed, 1: died) so that restart policies act.",
     )
     engine_batch_timeout_s: float = Field(
         default=600.0,

@@ -1,5 +1,5 @@
-"""When the engine core process dies or hangs, /health says so and requests get 503 instead of
-hanging.
+"""With RERANKER_STAY_UP_WITHOUT_ENGINE=true: when the engine core process dies or hangs,
+/health says so and requests get 503 instead of hanging.
 
 Uses servers of their own (the tiny cross-encoder), since the tests kill or freeze the engine."""
 
@@ -16,11 +16,19 @@ from server_process import ServerProcess
 
 pytestmark = pytest.mark.engine
 
+# These tests watch the stay-up behaviour; the default, exiting, is in test_crash_only.py.
+STAY_UP = {"RERANKER_STAY_UP_WITHOUT_ENGINE": "true"}
+
 
 @pytest.fixture
 def doomed_server(tmp_path, cross_encoder_dir):
     server = ServerProcess(
-        "--model", str(cross_encoder_dir), "--dtype", "float32", log_path=tmp_path / "doomed.log"
+        "--model",
+        str(cross_encoder_dir),
+        "--dtype",
+        "float32",
+        log_path=tmp_path / "doomed.log",
+        env=STAY_UP,
     )
     try:
         yield server
@@ -89,7 +97,7 @@ def test_a_hung_engine_turns_the_service_unhealthy_and_callers_get_503(tmp_path,
         "--dtype",
         "float32",
         log_path=tmp_path / "hung.log",
-        env={"RERANKER_ENGINE_BATCH_TIMEOUT_S": "3"},
+        env={"RERANKER_ENGINE_BATCH_TIMEOUT_S": "3", **STAY_UP},
     )
     frozen: list[psutil.Process] = []
     try:

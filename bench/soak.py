@@ -1,0 +1,202 @@
+"""Soak: does the server's memory stop growing under mixed traffic with fresh texts?
+
+Starts the service on the embedded MiniLM (small cache bounds, so that they fill within the run),
+then for ``--minutes`` sends online requests (``/v1/rerank``, one query x 20 documents) and
+training calls (``/rerank_batch_simple``, 16 queries x 16 documents, 256 pairs) at once, every text
+new: real sentences (docstrings of the standard library) with a counter, so that the caches never
+stop filling. Every ``--every`` seconds it samples the RSS of the server process and of vLLM's
+engine core (separately) and the caches' sizes from /metrics. Writes a CSV, a plot (matplotlib, if
+installed) and prints the growth in each half of the run.
+
+Run: ``nice -n 10 python bench/soak.py --minutes 10 --out docs/soak``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import inspect
+import itertools
+import pydoc
+import random
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _processes import ServerProcess  # noqa: E402
+
+
+def real_sentences(limit: int = 20_000) -> list[str]:
+    """Sentences from the standard library's docstrings: real English nobody here wrote."""
+    out: list[str] = []
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in {"antigravity", "this"}:
+            continue
+        try:
+            module = pydoc.safeimport(name)
+        except Exception:  # noqa: BLE001 - some modules do not import here
+            continue
+        for _, obj in inspect.getmembers(module):
+            doc = inspect.getdoc(obj) if callable(obj) else None
+            for s in re.split(r"(?<=[.!?])\s+", doc or ""):
+                s = " ".join(s.split())
+                if 30 <= len(s) <= 300:
+                    out.append(s)
+        if len(out) >= limit:
+            break
+    return out
+
+
+class Fresh:
+    """An endless supply of texts never sent before: a real sentence and a counter."""
+
+    def __init__(self, sentences: list[str], seed: int = 0) -> None:
+        self.sentences, self.rng, self.n = sentences, random.Random(seed), itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.rng.choice(self.sentences)} ({next(self.n)})"
+
+
+def _rss(server: ServerProcess) -> tuple[float, float]:
+    main = psutil.Process(server.proc.pid)
+    engine = 0.0
+    for p in main.children(recursive=True):
+        try:
+            if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()):
+                engine += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return main.memory_info().rss / 2**20, engine / 2**20
+
+
+def _cache_metrics(url: str) -> dict[str, float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("reranker_") and "cache" in line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                found[name] = float(value)
+            except ValueError:
+                pass
+    return found
+
+
+async def _online(client: httpx.AsyncClient, fresh: Fresh, stop: float, counts: dict) -> None:
+    while time.monotonic() < stop:
+        r = await client.post(
+            "/v1/rerank", json={"query": fresh(), "documents": [fresh() for _ in range(20)]}
+        )
+        counts["online" if r.status_code == 200 else f"online {r.status_code}"] += 1
+
+
+async def _training(client: httpx.AsyncClient, fresh: Fresh, stop: float, counts: dict) -> None:
+    while time.monotonic() < stop:
+        queries, docs = [fresh() for _ in range(16)], [fresh() for _ in range(16)]
+        pairs = [[q, d] for q in range(16) for d in range(16)]
+        r = await client.post(
+            "/rerank_batch_simple", json={"queries": queries, "documents": docs, "pairs": pairs}
+        )
+        counts["training" if r.status_code == 200 else f"training {r.status_code}"] += 1
+
+
+async def _traffic(url: str, fresh: Fresh, seconds: float, counts: dict) -> None:
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        await asyncio.gather(
+            *(_online(client, fresh, stop, counts) for _ in range(4)),
+            _training(client, fresh, stop, counts),
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples")
+    ap.add_argument("--cache-size", type=int, default=50_000, help="RERANKER_CACHE_SIZE")
+    ap.add_argument("--embedding-cache-mb", type=float, default=64.0)
+    ap.add_argument("--out", type=Path, default=Path("docs/soak"))
+    args = ap.parse_args()
+    sentences = real_sentences()
+    print(f"{len(sentences)} real sentences from the standard library's docstrings")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        "RERANKER_CACHE_SIZE": str(args.cache_size),
+        "RERANKER_EMBEDDING_CACHE_MB": str(args.embedding_cache_mb),
+    }
+    log = args.out.with_suffix(".server.log")
+    server = ServerProcess("--dtype", "float32", log_path=log, env=env)
+    rows: list[dict[str, float]] = []
+    counts: Counter[str] = Counter()
+    try:
+        server.wait_ready(timeout=900)
+        fresh = Fresh(sentences)
+        asyncio.run(_traffic(server.url, fresh, 20, counts))  # warm-up, not sampled
+        t0 = time.monotonic()
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                server_mb, engine_mb = _rss(server)
+                rows.append(
+                    {
+                        "t_s": round(time.monotonic() - t0, 1),
+                        "server_rss_mb": round(server_mb, 1),
+                        "engine_rss_mb": round(engine_mb, 1),
+                        "texts_sent": next(fresh.n),
+                        **_cache_metrics(server.url),
+                    }
+                )
+                done.wait(args.every)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        asyncio.run(_traffic(server.url, fresh, args.minutes * 60, counts))
+        done.set()
+        sampler.join()
+    finally:
+        server.stop()
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "t_s", k))
+    with args.out.with_suffix(".csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    print("requests:", dict(counts))
+    half = len(rows) // 2
+    for key in ("server_rss_mb", "engine_rss_mb"):
+        first, mid, last = rows[0][key], rows[half][key], rows[-1][key]
+        print(
+            f"{key}: start {first:.0f}, middle {mid:.0f}, end {last:.0f} MiB;"
+            f" growth first half {mid - first:+.0f}, second half {last - mid:+.0f} MiB"
+        )
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(8, 4))
+    t = [r["t_s"] / 60 for r in rows]
+    ax.plot(t, [r["server_rss_mb"] for r in rows], label="server RSS")
+    ax.plot(t, [r["engine_rss_mb"] for r in rows], label="engine core RSS")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("MiB")
+    ax.legend()
+    ax.set_title("RSS under mixed online + training traffic, fresh texts")
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=100)
+    print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.csv')}")
+
+
+if __name__ == "__main__":
+    main()
