@@ -357,6 +357,10 @@ def test_metrics_count_requests_cache_and_batches(http):
     assert ("reranker_queue_depth_pairs", ()) in after
     assert after[("reranker_engine_batches_in_flight", ())] == 0  # idle between requests
     assert after[("reranker_engine_up", ())] == 1
+    # Memory of the caches, read when /metrics is collected: new entries and new texts add to it.
+    assert delta("reranker_cache_entries") == len(docs)
+    assert delta("reranker_cache_bytes") > 0
+    assert delta("reranker_embedding_cache_bytes") > 0
 
 
 def test_livez_answers_whatever_the_engine_state(http):
