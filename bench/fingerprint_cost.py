@@ -59,7 +59,8 @@ def main() -> None:
         full = _time(model, "full", cold=cold)
         quick = _time(model, "quick", cold=cold)
         print(
-            f"{'cold' if cold else 'warm'} page cache: full {full:.3f} s, quick {quick * 1e3:.1f} ms,"
+            f"{'cold' if cold else 'warm'} page cache: full {full:.3f} s, "
+            f"quick {quick * 1e3:.1f} ms,"
             f" full/quick {full / quick:.0f}x"
         )
     if len(sys.argv) <= 1:

@@ -38,6 +38,12 @@ class TeiRerankRequest(_Strict):
         default=None, description="Answer the model's raw score instead of relevance_score."
     )
     return_text: StrictBool | None = Field(default=None, description="Echo each text.")
+    top_n: int | None = Field(
+        default=None,
+        ge=1,
+        description="Answer only the n best texts (not TEI's own field; LiteLLM's `huggingface` "
+        "provider sends it).",
+    )
     truncate: StrictBool | None = Field(
         default=None,
         description="Accepted; texts are always cut to the model's limit (documents first).",
@@ -62,7 +68,10 @@ class TeiErrorResponse(BaseModel):
 def tei_as_rerank(req: TeiRerankRequest) -> RerankRequest:
     """The TEI request as the native one: every text, documents echoed when asked."""
     return RerankRequest(
-        query=req.query, documents=list(req.texts), return_documents=bool(req.return_text)
+        query=req.query,
+        documents=list(req.texts),
+        return_documents=bool(req.return_text),
+        top_n=req.top_n,
     )
 
 

@@ -25,9 +25,9 @@ PROVIDERS = [
     ("nvidia_nim/ranking", "", "/v1/ranking"),
     ("voyage", "/voyage", "/voyage/v1/rerank"),
     ("deepinfra", "", "/inference/{model}"),
+    ("huggingface", "", "/rerank"),  # TEI's shape, with `top_n` (compat.TeiRerankRequest)
 ]
-# Not served: `huggingface` (TEI's /rerank) sends `top_n`, which the strict TEI request refuses
-# with 422 (compat.TeiRerankRequest, owned by the server redesign); `cohere` covers Azure AI's and
+# Not served separately: `cohere` covers Azure AI's and
 # Fireworks' Cohere-shaped APIs; bedrock, vertex_ai and watsonx sign requests for their clouds.
 
 
