@@ -62,6 +62,8 @@ EXPECTED_METRICS = {
     "reranker_engine_up": "gauge",
     "reranker_redis_errors_total": "counter",
     "reranker_redis_hits_total": "counter",
+    "reranker_cache_bytes": "gauge",
+    "reranker_embedding_cache_bytes": "gauge",
 }
 # Settings that issue 10 adds to the server (API keys). The deploy files wire them already; once the
 # server has them in Settings, this set can go.
