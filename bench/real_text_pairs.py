@@ -52,12 +52,12 @@ def _modules(roots: Sequence[str]) -> Iterator[object]:
 
 def _documented(module: object) -> Iterator[object]:
     yield module
-    for name, obj in vars(module).items():
+    for name, obj in list(vars(module).items()):  # lazy modules grow while read
         if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
             continue
         yield obj
         if inspect.isclass(obj):
-            for attr, member in vars(obj).items():
+            for attr, member in list(vars(obj).items()):
                 if not attr.startswith("_") and callable(member):
                     yield member
 
