@@ -249,7 +249,7 @@ def _as_pair(pair: Any) -> tuple[str, str]:
 
 def _progress_bar(total: int) -> Any:
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:  # tqdm is optional: no bar without it
         return None
     return tqdm(total=total, desc="Scoring pairs on the reranker", unit="pair")
