@@ -13,8 +13,14 @@ fact, repeated facts, hard negatives on the same subject), it prints per trainin
 
 No server is needed. The reranker's stand-in is all-MiniLM-L6-v2's cosine similarity, what the
 service answers when it serves MiniLM. The students: ``same`` (MiniLM itself, so the student
-ranks exactly as the guide judges), ``weak`` (MiniLM's first two layers, mean-pooled) and
-``weaker`` (the weak student cut to its first 32 of 384 dimensions).
+ranks exactly as the guide judges), ``middle`` (MiniLM's first four layers, mean-pooled),
+``weak`` (its first two layers) and ``weaker`` (the weak student cut to its first 32 of 384
+dimensions).
+
+``--data FILE.jsonl`` replaces the templated set by any ``{"anchor", "positive"}`` lines (an
+optional ``"negative"``; without one, another drawn row's positive): each batch's rows are drawn
+without replacement, as a sampler draws them, and a bad line is an error naming it
+(``bench/real_text_pairs.py`` writes such a file from real docstrings).
 
 Run: ``.venv/bin/python bench/loss_bill.py [--batch-sizes ...] [--seed N] [--json PATH]``
 (about 3 minutes for B=2048 and 4096 on 2 shared cores; the embeddings of the text set are
@@ -47,11 +53,11 @@ from reranker_client.losses._texts import StepTexts
 
 BATCH_SIZES = (256, 1024, 2048, 4096)
 MARGIN = 0.05
-#: Layers of MiniLM embedded (mean-pooled): the last (the guide itself) and the second.
-STUDENT_LAYERS = {"same": -1, "weak": 2}
+#: Layers of MiniLM embedded (mean-pooled): the last (the guide itself), the fourth, the second.
+STUDENT_LAYERS = {"same": -1, "middle": 4, "weak": 2}
 #: The weaker student keeps the first this many of the weak student's 384 dimensions.
 WEAKER_DIMENSIONS = 32
-STUDENTS = ("same", "weak", "weaker")
+STUDENTS = ("same", "middle", "weak", "weaker")
 
 # --------------------------------------------------------------------------------------------
 # The text set: 60 subjects x 12 aspects = 720 facts, 3 question paraphrases and 2 passages each.
@@ -261,6 +267,56 @@ def sample_triples(batch_size: int, questions: np.ndarray, passages: np.ndarray,
     return [anchors, positives, negatives]
 
 
+def load_rows(path: Path) -> tuple[list[str], np.ndarray]:
+    """Texts of a ``{"anchor", "positive"[, "negative"]}`` jsonl and per row their text ids
+    (negative -1 when the row has none); a bad line raises ``ValueError`` naming it."""
+    texts: list[str] = []
+    ids: dict[str, int] = {}
+
+    def add(text: str) -> int:
+        if text not in ids:
+            ids[text] = len(texts)
+            texts.append(text)
+        return ids[text]
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+                anchor, positive = row["anchor"], row["positive"]
+                negative = row.get("negative")
+                if not all(isinstance(t, str) and t for t in (anchor, positive)) or not (
+                    negative is None or isinstance(negative, str)
+                ):
+                    raise ValueError("anchor, positive (and negative) must be non-empty strings")
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"{path}:{number}: bad line ({exc!r}): {line[:80]!r}") from exc
+            rows.append((add(anchor), add(positive), -1 if negative is None else add(negative)))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return texts, np.array(rows)
+
+
+def sample_rows(batch_size: int, rows: np.ndarray, seed: int):
+    """One batch of rows drawn without replacement, as a sampler draws them; a row without a
+    negative gets another drawn row's positive."""
+    if batch_size > len(rows):
+        raise ValueError(f"batch size {batch_size} is larger than the data set ({len(rows)} rows)")
+    rng = np.random.default_rng(seed)
+    batch = rows[rng.choice(len(rows), batch_size, replace=False)]
+    anchors, positives, negatives = batch[:, 0], batch[:, 1], batch[:, 2].copy()
+    # Another row's positive: a shift by 1..B-1 never lands on the row itself.
+    others = (np.arange(batch_size) + rng.integers(1, batch_size, batch_size)) % batch_size
+    missing = negatives < 0
+    negatives[missing] = positives[others[missing]]
+    return [anchors, positives, negatives]
+
+
 # --------------------------------------------------------------------------------------------
 # Embeddings (MiniLM, and weaker students from its first layers), cached on disk
 
@@ -382,16 +438,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--students", nargs="+", default=list(STUDENTS))
     parser.add_argument("--modes", nargs="+", default=["default", *PRESETS])
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--data", type=Path, help='a {"anchor", "positive"[, "negative"]} jsonl instead'
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
-    texts, questions, passages = text_set()
+    if args.data:
+        try:
+            texts, rows = load_rows(args.data)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+
+        def sample(batch_size: int, seed: int):
+            return sample_rows(batch_size, rows, seed)
+
+        described = f"{len(rows)} rows of {args.data}"
+    else:
+        texts, questions, passages = text_set()
+
+        def sample(batch_size: int, seed: int):
+            return sample_triples(batch_size, questions, passages, seed)
+
+        described = f"{len(questions)} facts x 3 questions + 2 passages"
     students = students_of(texts)
     guide = students["same"]
     pool_id = {text: i for i, text in enumerate(texts)}
     print(
-        f"text set: {len(texts)} texts ({len(questions)} facts x 3 questions + 2 passages); "
-        f"embedded in {time.monotonic() - started:.0f}s"
+        f"text set: {len(texts)} texts ({described}); embedded in {time.monotonic() - started:.0f}s"
     )
     print(
         "reranker stand-in: MiniLM cosine (what the service answers when it serves MiniLM); "
@@ -406,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for batch_size in args.batch_sizes:
-        id_columns = sample_triples(batch_size, questions, passages, args.seed)
+        id_columns = sample(batch_size, args.seed)
         text_columns = [[texts[i] for i in column] for column in id_columns]
         plain_sent, plain_masked, identity = plain_bill(id_columns, guide, blocks)
         three = 3 * batch_size**2

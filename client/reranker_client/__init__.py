@@ -18,6 +18,7 @@ The package depends on ``httpx`` only.
 from ._async_client import AsyncRerankerClient
 from ._client import RerankerClient
 from ._config import API_KEY_ENV, DEFAULT_BASE_URL, DEFAULT_DEADLINE, DEFAULT_TIMEOUT
+from ._cross_encoder import RerankerCrossEncoder
 from ._exceptions import (
     RerankerAuthenticationError,
     RerankerBadRequestError,
@@ -53,6 +54,7 @@ __all__ = [
     "RerankerAuthenticationError",
     "RerankerBadRequestError",
     "RerankerClient",
+    "RerankerCrossEncoder",
     "RerankerError",
     "RerankerOverloadedError",
     "RerankerResponseError",
