@@ -110,10 +110,8 @@ class _Group(Generic[T]):
 
 @dataclass
 class BatchStats:
-    """Counters of the queue's work (tests and benchmarks read them)."""
+    """Counters of the queue's work that tests read (batches and pairs go to ``on_batch``)."""
 
-    batches: int = 0
-    pairs_scored: int = 0
     deduplicated: int = 0
 
 
@@ -410,8 +408,6 @@ class BatchQueue(Generic[T]):
             for (_, fut), result in zip(batch, results):
                 if not fut.done():
                     fut.set_result(result)
-            self.stats.batches += 1
-            self.stats.pairs_scored += len(batch)
             if self._on_batch is not None:
                 self._on_batch(key, len(batch), time.perf_counter() - started)
         finally:
