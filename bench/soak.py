@@ -5,8 +5,8 @@ then for ``--minutes`` sends online requests (``/v1/rerank``, one query x 20 doc
 training calls (``/rerank_batch_simple``, 16 queries x 16 documents, 256 pairs) at once, every text
 new: real sentences (docstrings of the standard library) with a counter, so that the caches never
 stop filling. Every ``--every`` seconds it samples the RSS of the server process and of vLLM's
-engine core (separately) and the caches' sizes from /metrics. Writes a CSV, a plot (matplotlib, if
-installed) and prints the growth in each half of the run.
+engine (every descendant process, summed, separately) and the caches' sizes from /metrics. Writes
+a CSV, a plot (matplotlib, if installed) and prints the growth in each half of the run.
 
 Run: ``nice -n 10 python bench/soak.py --minutes 10 --out docs/soak``.
 """
@@ -66,12 +66,13 @@ class Fresh:
 
 
 def _rss(server: ServerProcess) -> tuple[float, float]:
+    """The server process's RSS, and the engine's: every descendant (vLLM's engine core and the
+    workers it spawns), since the in-process backend's own process holds no weights."""
     main = psutil.Process(server.proc.pid)
     engine = 0.0
     for p in main.children(recursive=True):
         try:
-            if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()):
-                engine += p.memory_info().rss
+            engine += p.memory_info().rss
         except psutil.Error:
             pass
     return main.memory_info().rss / 2**20, engine / 2**20
@@ -177,6 +178,15 @@ def main() -> None:
             f"{key}: start {first:.0f}, middle {mid:.0f}, end {last:.0f} MiB;"
             f" growth first half {mid - first:+.0f}, second half {last - mid:+.0f} MiB"
         )
+    last = rows[-1]
+    for key, value in sorted(last.items()):
+        if "cache" in key:
+            print(f"{key} at the end: {value:,.0f}")
+    print(
+        f"bounds: score cache {args.cache_size:,} entries,"
+        f" embedding cache {args.embedding_cache_mb:.0f} MB, engine KV space"
+        " VLLM_CPU_KVCACHE_SPACE=1 GiB"
+    )
     try:
         import matplotlib
 
@@ -188,7 +198,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     t = [r["t_s"] / 60 for r in rows]
     ax.plot(t, [r["server_rss_mb"] for r in rows], label="server RSS")
-    ax.plot(t, [r["engine_rss_mb"] for r in rows], label="engine core RSS")
+    ax.plot(t, [r["engine_rss_mb"] for r in rows], label="engine RSS (core + workers)")
     ax.set_xlabel("minutes")
     ax.set_ylabel("MiB")
     ax.legend()

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .backend import Backend, EngineGoneError
+from .model_check import check_model_files
 from .model_family import ClassifyInput, ModelFamily, family_class
 from .settings import Settings
 
@@ -100,6 +101,8 @@ class InProcessBackend(Backend):
         if Path(self.settings.model).is_dir():
             # A local model needs no hub; without this, offline machines wait on network timeouts.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # A broken file fails here in milliseconds, named, instead of in the engine core minutes on.
+        check_model_files(self.settings.model)
         # On the CPU build, the KV cache is sized in GiB by this variable; pooling needs little.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM

@@ -77,6 +77,8 @@ def test_a_truncated_model_exits_3_with_the_reason_in_one_line(tmp_path, cross_e
     assert code == ENGINE_START_FAILED, log[-3000:]
     lines = [line for line in log.splitlines() if "exiting with status 3" in line]
     assert len(lines) == 1 and "the engine failed to start" in lines[0], log[-3000:]
+    # The root cause, not the engine core's "initialization failed".
+    assert "model.safetensors cannot be loaded" in lines[0], lines[0]
     print(f"corrupt model: exit {code} after {took:.1f} s")
 
 
