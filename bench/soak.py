@@ -125,7 +125,12 @@ def main() -> None:
     ap.add_argument("--cache-size", type=int, default=50_000, help="RERANKER_CACHE_SIZE")
     ap.add_argument("--embedding-cache-mb", type=float, default=64.0)
     ap.add_argument("--out", type=Path, default=Path("docs/soak"))
+    ap.add_argument("--plot", type=Path, help="only redraw the plot from this CSV")
     args = ap.parse_args()
+    if args.plot:
+        with args.plot.open() as f:
+            plot(list(csv.DictReader(f)), args.plot.with_suffix(".png"))
+        return
     sentences = real_sentences()
     print(f"{len(sentences)} real sentences from the standard library's docstrings")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,25 +192,31 @@ def main() -> None:
         f" embedding cache {args.embedding_cache_mb:.0f} MB, engine KV space"
         " VLLM_CPU_KVCACHE_SPACE=1 GiB"
     )
+    plot(rows, args.out.with_suffix(".png"))
+
+
+def plot(rows: list[dict[str, float]], path: Path) -> None:
+    """RSS over time; ``--plot CSV`` redraws it from a run's CSV (in a venv with matplotlib)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib not installed: no plot")
+        print("matplotlib not installed: no plot (redraw it later with --plot CSV)")
         return
     fig, ax = plt.subplots(figsize=(8, 4))
-    t = [r["t_s"] / 60 for r in rows]
-    ax.plot(t, [r["server_rss_mb"] for r in rows], label="server RSS")
-    ax.plot(t, [r["engine_rss_mb"] for r in rows], label="engine RSS (core + workers)")
+    t = [float(r["t_s"]) / 60 for r in rows]
+    ax.plot(t, [float(r["server_rss_mb"]) for r in rows], label="server RSS")
+    ax.plot(t, [float(r["engine_rss_mb"]) for r in rows], label="engine RSS (core + workers)")
     ax.set_xlabel("minutes")
     ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
     ax.legend()
     ax.set_title("RSS under mixed online + training traffic, fresh texts")
     fig.tight_layout()
-    fig.savefig(args.out.with_suffix(".png"), dpi=100)
-    print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.csv')}")
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

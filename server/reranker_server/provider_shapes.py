@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from .compat import LenientRerankRequest
 from .errors import InvalidRequestError
-from .schemas import NonNegative, RerankRequest, RerankResponse, Str, Text
+from .schemas import ERROR_RESPONSES, NonNegative, RerankRequest, RerankResponse, Str, Text
 from .service import RerankService
 
 
@@ -42,7 +42,8 @@ def _service(request: Request) -> RerankService:
 
 ServiceDep = Annotated[RerankService, Depends(_service)]
 
-router = APIRouter()
+# Every route here answers errors in the native {error, detail} shape (errors.py).
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 class _Lenient(BaseModel):

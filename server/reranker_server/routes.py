@@ -20,6 +20,7 @@ from .compat import (
 from .errors import TEI_STYLE, error_body
 from .request_limits import check_text_lengths
 from .schemas import (
+    ERROR_RESPONSES,
     ErrorResponse,
     HealthResponse,
     InfoResponse,
@@ -40,15 +41,6 @@ def get_service(request: Request) -> RerankService:
 
 ServiceDep = Annotated[RerankService, Depends(get_service)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
-    404: {"model": ErrorResponse, "description": "The request names another model"},
-    413: {"model": ErrorResponse, "description": "Request body too large"},
-    422: {"model": ErrorResponse, "description": "Invalid request"},
-    429: {"model": ErrorResponse, "description": "Too much work queued; retry later"},
-    503: {"model": ErrorResponse, "description": "Engine loading or dead"},
-}
-
 router = APIRouter()
 
 
@@ -65,7 +57,7 @@ NativeOrTei = Annotated[
 ]
 
 _TEI_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_ERRORS,
+    **ERROR_RESPONSES,
     422: {
         "model": ErrorResponse | TeiErrorResponse,
         "description": "Invalid request (in TEI's shape for TEI-shaped requests)",
@@ -98,7 +90,10 @@ async def rerank(
 
 
 @router.post(
-    "/v1/rerank", response_model=RerankResponse, responses=_ERRORS, response_model_exclude_none=True
+    "/v1/rerank",
+    response_model=RerankResponse,
+    responses=ERROR_RESPONSES,
+    response_model_exclude_none=True,
 )
 async def rerank_v1(body: LenientRerankRequest, service: ServiceDep) -> RerankResponse:
     """/rerank for Cohere v1, Jina and vLLM clients; fields this server does not know are
@@ -107,7 +102,10 @@ async def rerank_v1(body: LenientRerankRequest, service: ServiceDep) -> RerankRe
 
 
 @router.post(
-    "/v2/rerank", response_model=RerankResponse, responses=_ERRORS, response_model_exclude_none=True
+    "/v2/rerank",
+    response_model=RerankResponse,
+    responses=ERROR_RESPONSES,
+    response_model_exclude_none=True,
 )
 async def rerank_v2(body: LenientRerankRequest, service: ServiceDep) -> RerankResponse:
     """/rerank for Cohere v2 and vLLM clients; fields this server does not know are ignored."""
@@ -117,7 +115,7 @@ async def rerank_v2(body: LenientRerankRequest, service: ServiceDep) -> RerankRe
 @router.post(
     "/rerank_batch",
     response_model=RerankBatchResponse,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     response_model_exclude_none=True,
 )
 async def rerank_batch(body: RerankBatchRequest, service: ServiceDep) -> RerankBatchResponse:
@@ -125,7 +123,9 @@ async def rerank_batch(body: RerankBatchRequest, service: ServiceDep) -> RerankB
     return await service.rerank_batch(body)
 
 
-@router.post("/rerank_batch_simple", response_model=RerankBatchSimpleResponse, responses=_ERRORS)
+@router.post(
+    "/rerank_batch_simple", response_model=RerankBatchSimpleResponse, responses=ERROR_RESPONSES
+)
 async def rerank_batch_simple(
     body: RerankBatchSimpleRequest, service: ServiceDep
 ) -> RerankBatchSimpleResponse:
@@ -133,7 +133,7 @@ async def rerank_batch_simple(
     return await service.rerank_batch_simple(body)
 
 
-@router.get("/health", response_model=HealthResponse, responses={503: _ERRORS[503]})
+@router.get("/health", response_model=HealthResponse, responses={503: ERROR_RESPONSES[503]})
 async def health(service: ServiceDep) -> Response:
     """200 only when the engine is loaded and alive; 503 while loading or after it died."""
     backend = service.backend

@@ -270,3 +270,15 @@ class HealthResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str = Field(description="Stable machine-readable code, e.g. invalid_request.")
     detail: str = Field(description="What was wrong, in words a person can act on.")
+
+
+#: What every scoring route may answer besides 200, for its OpenAPI entry (``responses=``): the
+#: ``{error, detail}`` body of ``errors.error_body``, not FastAPI's default ``HTTPValidationError``.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+    404: {"model": ErrorResponse, "description": "The request names another model"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+    422: {"model": ErrorResponse, "description": "Invalid request"},
+    429: {"model": ErrorResponse, "description": "Too much work queued; retry later"},
+    503: {"model": ErrorResponse, "description": "Engine loading or dead"},
+}
