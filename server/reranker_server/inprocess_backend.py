@@ -52,6 +52,31 @@ _CPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.35, "enforce_eager"
 _GPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.9, "enforce_eager": False}
 
 
+#: Up to this many usable cores, the CPU engine computes on all of them by default.
+SMALL_MACHINE_CORES = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_reserved_cores(settings: Settings, cores: int) -> int | None:
+    """How many cores the CPU engine keeps for its scheduler and the server; None: vLLM's default.
+
+    vLLM reserves one core per engine process for the scheduler. On a 2-core machine that is half
+    the compute, for a scheduler and a server that are mostly idle while a batch is scored (the
+    benchmark in docs/engine-threads.md: throughput and /health latency with 0 and 1 reserved).
+    On larger machines one core is a small share and the front end's work grows with its workers.
+    """
+    if settings.cpu_reserved_cores is not None:
+        return settings.cpu_reserved_cores
+    return 0 if cores <= SMALL_MACHINE_CORES else None
+
+
 def device_default(settings: Settings, name: str, *, on_cpu: bool) -> Any:
     """The setting ``name`` if set, else the default for this device (like ``DTYPE=auto``)."""
     value = getattr(settings, name)
@@ -107,6 +132,12 @@ class InProcessBackend(Backend):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
         from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            reserved = cpu_reserved_cores(self.settings, usable_cores())
+            if reserved is not None:
+                # Read by the engine core's process (a child: it inherits the environment).
+                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
 
         kind = self.family_class.kind
         kwargs = engine_kwargs(self.settings, kind, on_cpu=current_platform.is_cpu())

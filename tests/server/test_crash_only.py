@@ -14,6 +14,7 @@ import psutil
 import pytest
 from reranker_server.backend import EngineState
 from reranker_server.crash_only import ENGINE_DIED, ENGINE_START_FAILED, CrashOnlyWatch
+from reranker_server.inprocess_backend import SMALL_MACHINE_CORES, usable_cores
 from server_process import ServerProcess
 
 
@@ -89,6 +90,10 @@ def test_an_engine_killed_from_outside_makes_the_server_exit_1(tmp_path, cross_e
     )
     try:
         server.wait_ready()
+        # The CPU engine's threads (inprocess_backend.cpu_reserved_cores): all cores on a small
+        # machine, vLLM's one reserved core above.
+        reserved = 0 if usable_cores() <= SMALL_MACHINE_CORES else 1
+        assert f"reserve_cpu_num={reserved}" in server.log_path.read_text(errors="replace")
         url = server.url
         assert (
             httpx.post(f"{url}/rerank", json={"query": "q", "documents": ["d"]}).status_code == 200

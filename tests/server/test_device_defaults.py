@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from reranker_server.inprocess_backend import engine_kwargs
+import os
+
+from reranker_server.inprocess_backend import (
+    SMALL_MACHINE_CORES,
+    cpu_reserved_cores,
+    engine_kwargs,
+    usable_cores,
+)
 from reranker_server.model_family import ModelFamily
 from reranker_server.settings import Settings
 
@@ -30,3 +37,13 @@ def test_the_environment_sets_them(monkeypatch):
     monkeypatch.setenv("RERANKER_GPU_MEMORY_UTILIZATION", "0.8")
     kw = engine_kwargs(Settings(model="m"), ModelFamily.CROSS_ENCODER, on_cpu=True)
     assert (kw["enforce_eager"], kw["gpu_memory_utilization"]) == (False, 0.8)
+
+
+def test_the_cpu_engine_reserves_no_core_on_small_machines_and_vllms_one_on_larger():
+    unset = Settings(model="m")
+    assert cpu_reserved_cores(unset, 2) == 0
+    assert cpu_reserved_cores(unset, SMALL_MACHINE_CORES) == 0
+    assert cpu_reserved_cores(unset, SMALL_MACHINE_CORES + 1) is None  # vLLM's own default
+    assert cpu_reserved_cores(Settings(model="m", cpu_reserved_cores=1), 2) == 1
+    assert cpu_reserved_cores(Settings(model="m", cpu_reserved_cores=0), 64) == 0
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
