@@ -65,17 +65,26 @@ class Fresh:
         return f"{self.rng.choice(self.sentences)} ({next(self.n)})"
 
 
-def _rss(server: ServerProcess) -> tuple[float, float]:
-    """The server process's RSS, and the engine's: every descendant (vLLM's engine core and the
-    workers it spawns), since the in-process backend's own process holds no weights."""
+def _rss(server: ServerProcess) -> dict[str, float]:
+    """RSS in MiB: the server process; the engine, every descendant summed (vLLM's engine core and
+    the workers it spawns: the in-process backend's own process holds no weights); and the
+    engine's shared memory (``RssShmem``: tensors handed between its processes)."""
     main = psutil.Process(server.proc.pid)
-    engine = 0.0
+    engine = shmem = 0.0
     for p in main.children(recursive=True):
         try:
             engine += p.memory_info().rss
-        except psutil.Error:
+            status = Path(f"/proc/{p.pid}/status").read_text()
+            found = re.search(r"RssShmem:\s+(\d+) kB", status)
+            shmem += int(found.group(1)) * 1024 if found else 0
+        except (psutil.Error, OSError):
             pass
-    return main.memory_info().rss / 2**20, engine / 2**20
+    mib = 2**20
+    return {
+        "server_rss_mb": round(main.memory_info().rss / mib, 1),
+        "engine_rss_mb": round(engine / mib, 1),
+        "engine_shmem_mb": round(shmem / mib, 1),
+    }
 
 
 def _cache_metrics(url: str) -> dict[str, float]:
@@ -151,12 +160,10 @@ def main() -> None:
 
         def sample() -> None:
             while not done.is_set():
-                server_mb, engine_mb = _rss(server)
                 rows.append(
                     {
                         "t_s": round(time.monotonic() - t0, 1),
-                        "server_rss_mb": round(server_mb, 1),
-                        "engine_rss_mb": round(engine_mb, 1),
+                        **_rss(server),
                         "texts_sent": next(fresh.n),
                         **_cache_metrics(server.url),
                     }
@@ -177,7 +184,7 @@ def main() -> None:
         w.writerows(rows)
     print("requests:", dict(counts))
     half = len(rows) // 2
-    for key in ("server_rss_mb", "engine_rss_mb"):
+    for key in ("server_rss_mb", "engine_rss_mb", "engine_shmem_mb"):
         first, mid, last = rows[0][key], rows[half][key], rows[-1][key]
         print(
             f"{key}: start {first:.0f}, middle {mid:.0f}, end {last:.0f} MiB;"
