@@ -37,6 +37,9 @@ class FakeApp:
         self.backend = backend
         self.settings = settings
 
+    def wait_ready(self) -> None:
+        wait_ready(self.client)
+
 
 ServeFn = Callable[..., FakeApp]
 

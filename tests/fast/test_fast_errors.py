@@ -107,9 +107,7 @@ def test_loading_engine_gets_503_with_retry_after_then_serves(serve):
     assert app.client.get("/info").json()["limits"]["max_length"] == 0
 
     app.backend.finish_loading()
-    from conftest import wait_ready
-
-    wait_ready(app.client)
+    app.wait_ready()
     assert app.client.post("/rerank", json=body).status_code == 200
 
 

@@ -265,6 +265,8 @@ def test_killed_ingress_replica_is_replaced(minilm_app: str) -> None:
 
 
 def test_no_engine_replica_gives_503_with_retry_after(minilm_app: str) -> None:
+    # A replica scaled down a moment ago can still be listed while Serve stops it.
+    wait_until(lambda: len(replica_actors("RerankerEngine")) == 1, 180, "one engine replica")
     (engine,) = replica_actors("RerankerEngine")
     kill_replica(engine)
     wait_until(lambda: _health(minilm_app).status_code == 503, 60, "/health to turn 503")

@@ -133,6 +133,9 @@ def _online(url: str, i: int, instruction: str | None = None) -> float:
 
 def _check_fair_under_training(url: str, batch_pairs: int, rounds: int) -> None:
     _online(url, -1)  # warm
+    # What an online request costs with no queue (HTTP, tokenising, one engine call): on a shared
+    # two-core machine this grows with the load beside the test, so it is measured, not assumed.
+    idle_s = min(_online(url, -2 - i) for i in range(3))
     with TrainingStream(url, 2 * batch_pairs) as stream:
         while Counters.read(url).batches < 3:  # the stream is flowing
             time.sleep(0.2)
@@ -159,7 +162,8 @@ def _check_fair_under_training(url: str, batch_pairs: int, rounds: int) -> None:
     print(
         f"batch {batch_s:.3f} s alone, {(b1.at - a1.at) / (b1.batches - a1.batches):.3f} s "
         f"with online; online {[round(x, 3) for x in latencies]} s "
-        f"= {max(latencies) / batch_s:.2f} batch times at most; training pairs/batch "
+        f"= {max(latencies) / batch_s:.2f} batch times at most (idle {idle_s:.3f} s); "
+        f"training pairs/batch "
         f"{per_batch_alone:.1f} alone, {per_batch_mixed:.1f} with online "
         f"({per_batch_mixed / per_batch_alone:.3f}x); training pairs/s {rate_alone:.1f} alone, "
         f"{rate_mixed:.1f} with online ({rate_mixed / rate_alone:.3f}x, wall clock, for the record)"
@@ -167,11 +171,11 @@ def _check_fair_under_training(url: str, batch_pairs: int, rounds: int) -> None:
     assert per_batch_alone >= 0.95 * batch_pairs, "training alone did not fill the batches"
     assert per_batch_mixed >= 0.95 * per_batch_alone
     # The batches in flight when it arrives (ENGINE_BATCHES_IN_FLIGHT, 2 by default: the one in
-    # the engine and the next, cut and tokenised), then its own, plus one batch and 0.5 s of
-    # slack for HTTP, tokenisation and the other jobs on a shared two-core machine. On main it
+    # the engine and the next, cut and tokenised), then its own, plus one batch, the request's
+    # idle cost and 0.5 s of slack for the other jobs on a shared two-core machine. On main it
     # waited for the backlog as well: 8 more batches here.
     batch_mean_s = (b1.at - a0.at) / (b1.batches - a0.batches)
-    bound = (IN_FLIGHT + 2) * batch_mean_s + 0.5
+    bound = (IN_FLIGHT + 2) * batch_mean_s + idle_s + 0.5
     assert max(latencies) <= bound, (latencies, batch_mean_s)
 
 
