@@ -1,9 +1,11 @@
 """Schemathesis hooks (loaded through SCHEMATHESIS_HOOKS by test_schemathesis.py).
 
-One rule of the API cannot be written in OpenAPI: a ``/rerank_batch_simple`` pair's indexes must
-be below the lengths of ``queries`` and ``documents``. Schema-valid bodies are brought inside
-that rule (indexes taken modulo the lengths), so the fuzzer's valid cases are valid, and the
-server must accept every one of them; invalid (negative) cases are left as generated."""
+Two rules of the API cannot be written in OpenAPI: a ``/rerank_batch_simple`` pair's indexes must
+be below the lengths of ``queries`` and ``documents``, and DeepInfra's ``/inference/{model}``
+pairs ``queries[i]`` with ``documents[i]``, so the two lists are as long. Schema-valid bodies are
+brought inside those rules (indexes taken modulo the lengths; both lists cut to the shorter), so
+the fuzzer's valid cases are valid, and the server must accept every one of them; invalid
+(negative) cases are left as generated."""
 
 from __future__ import annotations
 
@@ -20,4 +22,9 @@ def map_case(context, case):  # noqa: ARG001 - the hook's signature
         queries, documents, pairs = body.get("queries"), body.get("documents"), body.get("pairs")
         if queries and documents and isinstance(pairs, list):
             body["pairs"] = [[q % len(queries), d % len(documents)] for q, d in pairs]
+    if case.operation.path.startswith("/inference/") and positive and isinstance(body, dict):
+        queries, documents = body.get("queries"), body.get("documents")
+        if isinstance(queries, list) and isinstance(documents, list) and queries and documents:
+            n = min(len(queries), len(documents))
+            body["queries"], body["documents"] = queries[:n], documents[:n]
     return case
