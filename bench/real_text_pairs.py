@@ -53,7 +53,14 @@ def _modules(roots: Sequence[str]) -> Iterator[object]:
 def _documented(module: object) -> Iterator[object]:
     yield module
     for name, obj in list(vars(module).items()):  # lazy modules grow while read
-        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+        if name.startswith("_"):
+            continue
+        try:
+            # A lazy attribute may import on access and fail (a missing optional dependency).
+            defined_here = getattr(obj, "__module__", None) == module.__name__
+        except Exception:  # noqa: BLE001
+            continue
+        if not defined_here:
             continue
         yield obj
         if inspect.isclass(obj):
