@@ -34,29 +34,18 @@ def check_model_files(model: str) -> None:
 
 
 def _check_safetensors(path: Path) -> None:
-    from safetensors import safe_open
-
+    """The header must parse and its tensors' data offsets end inside the file (a truncated copy
+    fails here); the tensors themselves are the engine's to read."""
     try:
-        with safe_open(str(path), framework="np") as f:
-            names = list(f.keys())
-            # The header parses even when the file is cut short; its last tensor must fit too.
-            if names:
-                f.get_slice(names[-1])
-        _check_length(path)
-    except ModelFilesError:
-        raise
-    except Exception as exc:  # safetensors raises its own SafetensorError, and OSError
-        raise ModelFilesError(f"{path.name} cannot be loaded: {exc}") from exc
-
-
-def _check_length(path: Path) -> None:
-    """The header's data offsets must end inside the file (a truncated copy fails here)."""
-    with path.open("rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_len))
-    end = max(
-        (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
-    )
+        with path.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelFilesError(f"{path.name} cannot be loaded: its header: {exc}") from exc
     size = path.stat().st_size
     if 8 + header_len + end > size:
         raise ModelFilesError(

@@ -65,8 +65,7 @@ class Settings(BaseSettings):
         description="CPU engine only: cores kept off the engine's compute threads for its "
         "scheduler and the server (vLLM's VLLM_CPU_NUM_OF_RESERVED_CPU, which wins if set). "
         "Unset: 0 on machines of up to 4 cores (one reserved core is half of a 2-core machine's "
-        "compute, and the server's own work is small beside scoring), vLLM's 1 above. See "
-        "docs/engine-threads.md.",
+        "compute, and the server's own work is small beside scoring), vLLM's 1 above.",
     )
     max_num_batched_tokens: int | None = Field(
         default=None, description="Engine token budget per scheduler step (vLLM default if unset)."
