@@ -7,6 +7,13 @@ For each system (this checkout's service, ``main``'s service, ``vllm serve``) on
   default instruction and max_length, so the same group as the online requests);
 - training pairs/s alone and with the online requests going.
 
+For the service, the engine batches done in each window are read from its ``/metrics``, so the
+online latency is also given in *batch intervals* (the training-alone window's seconds per
+batch): the unit the queue's policy is about, and one that the machine's load moves less.
+
+A system ``after+NAME=VALUE[+NAME=VALUE]`` is this checkout's service with those environment
+variables (e.g. ``after+RERANKER_ENGINE_BATCHES_IN_FLIGHT=1``), to compare settings in one run.
+
 Everything is measured in one run, one system after the other, warmed up; run it with ``nice``.
 Usage: ``nice -n 10 python bench/fairness.py --model cross_encoder --systems after,main,vllm``.
 Prints the figures and writes them as JSON (``--out``).
@@ -27,7 +34,7 @@ from typing import Any
 
 import httpx
 from _models import MODELS, path, serve_args
-from _processes import ROOT, EngineProcess, ServerProcess
+from _processes import ROOT, EngineProcess, ServerProcess, metric_samples
 
 TRAINING_CLIENTS = 4
 TRAINING_PAIRS = 512
@@ -73,6 +80,11 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def engine_batches(t: Target) -> float | None:
+    """Engine batches the service has run (None for ``vllm serve``, which has no such count)."""
+    return None if t.vllm else metric_samples(t.url)[("reranker_engine_batch_pairs_count", ())]
+
+
 def measure(t: Target, n_online: int, alone_s: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with httpx.Client(timeout=600) as c:
@@ -96,9 +108,9 @@ def measure(t: Target, n_online: int, alone_s: float) -> dict[str, Any]:
         th.start()
     try:
         time.sleep(alone_s / 2)  # the stream is flowing
-        a0 = time.monotonic()
+        a0, n0 = time.monotonic(), engine_batches(t)
         time.sleep(alone_s)
-        a1 = time.monotonic()
+        a1, n1 = time.monotonic(), engine_batches(t)
         loaded = []
         with httpx.Client(timeout=600) as c:
             for i in range(n_online):
@@ -115,6 +127,11 @@ def measure(t: Target, n_online: int, alone_s: float) -> dict[str, Any]:
     out["loaded_s"] = loaded
     out["training_pairs_per_s_alone"] = alone
     out["training_pairs_per_s_with_online"] = mixed
+    if n0 is not None and n1 is not None and n1 > n0:
+        interval = (a1 - a0) / (n1 - n0)
+        out["batch_interval_s"] = interval
+        out["loaded_max_batches"] = max(loaded) / interval
+        out["loaded_p50_batches"] = out["loaded_p50_s"] / interval
     return out
 
 
@@ -124,8 +141,10 @@ def run_system(system: str, model: str, tmp: Path, n_online: int, alone_s: float
     if system == "vllm":
         proc: ServerProcess = EngineProcess(str(model_dir), *serve_args(model), log_path=log)
     else:
-        code = ROOT if system == "after" else MAIN_CHECKOUT
+        name, *settings = system.split("+")
+        code = ROOT if name == "after" else MAIN_CHECKOUT
         env = {"PYTHONPATH": f"{code / 'server'}:{code / 'client'}"}
+        env.update(kv.split("=", 1) for kv in settings)  # type: ignore[arg-type]
         proc = ServerProcess("--model", str(model_dir), "--dtype", "float32", log_path=log, env=env)
     try:
         proc.wait_ready(timeout=900)
@@ -155,7 +174,13 @@ def main() -> None:
                 f"{a.model} {system}: online idle p50 {r['idle_p50_s']:.3f} s "
                 f"p95 {r['idle_p95_s']:.3f} s; under training p50 {r['loaded_p50_s']:.3f} s "
                 f"p95 {r['loaded_p95_s']:.3f} s; training {r['training_pairs_per_s_alone']:.1f} "
-                f"pairs/s alone, {r['training_pairs_per_s_with_online']:.1f} with online",
+                f"pairs/s alone, {r['training_pairs_per_s_with_online']:.1f} with online"
+                + (
+                    f"; batch interval {r['batch_interval_s']:.3f} s, online under training "
+                    f"p50 {r['loaded_p50_batches']:.2f} max {r['loaded_max_batches']:.2f} batches"
+                    if "batch_interval_s" in r
+                    else ""
+                ),
                 flush=True,
             )
             a.out.write_text(json.dumps(results, indent=2))

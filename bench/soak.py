@@ -135,6 +135,14 @@ def main() -> None:
     ap.add_argument("--embedding-cache-mb", type=float, default=64.0)
     ap.add_argument("--out", type=Path, default=Path("docs/soak"))
     ap.add_argument("--plot", type=Path, help="only redraw the plot from this CSV")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the server and its engine (repeatable), e.g. "
+        "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 or MALLOC_ARENA_MAX=2",
+    )
     args = ap.parse_args()
     if args.plot:
         with args.plot.open() as f:
@@ -147,6 +155,7 @@ def main() -> None:
         "RERANKER_CACHE_SIZE": str(args.cache_size),
         "RERANKER_EMBEDDING_CACHE_MB": str(args.embedding_cache_mb),
     }
+    env.update(kv.split("=", 1) for kv in args.env)
     log = args.out.with_suffix(".server.log")
     server = ServerProcess("--dtype", "float32", log_path=log, env=env)
     rows: list[dict[str, float]] = []

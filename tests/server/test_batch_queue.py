@@ -337,6 +337,65 @@ async def test_a_small_request_is_in_the_next_batch_of_its_own_group_under_a_bac
     await q.close()
 
 
+async def test_a_small_request_goes_first_although_the_training_backlog_has_aged():
+    """The backlog outlasts ``priority_aging_s`` (on two cores 8 batches of 4-5 s against 10 s),
+    so every training request has aged. Aging must not lift them past a fresh request of their
+    own priority: the 2-pair request is still cut in the first batch after it is queued. (Aged
+    by time within its own priority, the training backlog went first: first-in-first-out.)"""
+    scorer = FakeScorer(delay=0.01)
+    q = make_queue(scorer, max_batch_pairs=16, max_wait_ms=5, priority_aging_s=0.02)
+    key = GroupKey(None, 5)
+    stop = asyncio.Event()
+    clients = [
+        asyncio.create_task(_training_client(q, key, stop, f"train{i}", 160)) for i in range(4)
+    ]
+    await asyncio.sleep(0.2)  # 10 aging steps: every queued training request has aged
+    assert q.depth >= 320, "no backlog: this would not test sustained load"
+    before = len(scorer.batches)
+    online = [("online", "a"), ("online", "b")]
+    await asyncio.wait_for(results(q.submit(key, online)), timeout=5)
+    cut_at = max(i for i, (_, b) in enumerate(scorer.batches) for p in b if p in online)
+    assert cut_at - before <= 1, (cut_at, before)
+    stop.set()
+    await asyncio.gather(*clients)
+    await q.close()
+
+
+async def test_a_big_request_is_not_starved_by_a_stream_of_smaller_ones_of_its_priority():
+    """Small requests that fill every batch go first, but a big request waiting among them is
+    overtaken by at most about a batch of younger pairs per rank before it gets its turn."""
+    scorer = FakeScorer(delay=0.002)
+    q = make_queue(scorer, max_batch_pairs=4, max_wait_ms=1, priority_aging_s=60)
+    key = GroupKey(None, 5)
+    stop = asyncio.Event()
+    sent = 0
+
+    async def small_stream() -> None:
+        nonlocal sent
+        while not stop.is_set():
+            if q.depth < 40:
+                q.submit(key, [("small", f"{sent}-{i}") for i in range(2)])
+                sent += 1
+            await asyncio.sleep(0)
+
+    feeder = asyncio.create_task(small_stream())
+    await asyncio.sleep(0.02)
+    big = [("big", str(i)) for i in range(8)]
+    older = q.depth  # small requests queued before it: they go first, and rightly
+    before = len(scorer.batches)
+    futures = q.submit(key, big)
+    await asyncio.wait_for(results(futures), timeout=5)  # first-fewest-left alone: starved
+    cut = sorted({i for i, (_, b) in enumerate(scorer.batches) for p in b if p in big})
+    assert q.depth >= 20, "the stream drained, so this did not test starvation"
+    stop.set()
+    await feeder
+    # The older small requests' batches, one batch of younger ones (a batch's worth of pairs
+    # overtook it: it moves up a rank), then its own two batches back to back.
+    assert cut[0] - before <= older // 4 + 2, (cut, before, older)
+    assert cut == [cut[0], cut[0] + 1], cut
+    await q.close()
+
+
 async def test_fewest_pairs_left_goes_first_and_pairs_of_a_request_span_batches():
     scorer = FakeScorer(delay=0.01)
     q = make_queue(scorer, max_batch_pairs=4, max_wait_ms=1)
