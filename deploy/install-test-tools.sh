@@ -6,6 +6,8 @@
 #   dockerd, /usr/bin/docker  (package docker.io: tests/docker builds and runs the images; the
 #                   tests start dockerd themselves when no Docker engine answers)
 #   debootstrap     (tests/docker builds its Debian 12 base image with it: no registry is pulled)
+#   libtcmalloc_minimal  (package libtcmalloc-minimal4: the CPU engine's allocator, which the
+#                   server preloads when it is installed; the engine tests check that it does)
 #
 #   sudo bash deploy/install-test-tools.sh     # root needed only when something is missing
 #
@@ -22,6 +24,9 @@ have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
 for tool in "${tools[@]}"; do
     have "$tool" || missing+=("$tool")
 done
+packages+=(libtcmalloc-minimal4)
+{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -q libtcmalloc_minimal ||
+    missing+=(libtcmalloc_minimal)
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "test tools present: ${tools[*]}"
     exit 0

@@ -28,7 +28,8 @@ The contract of a backend (what a new engine adapter, or a fake one in tests, im
 ``_engine_dtype``, ``unavailable_reason`` and ``aclose``.
 
 Tokenisation and read-out run on worker threads, not on the engine's: with several batches in
-flight (``ENGINE_BATCHES_IN_FLIGHT``), the next batch is tokenised while the engine runs this one.
+flight (``ENGINE_BATCHES_IN_FLIGHT``; 2 per remote engine by default), the next batch is tokenised
+and sent while the engine runs this one.
 """
 
 from __future__ import annotations

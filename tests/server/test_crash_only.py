@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -93,7 +94,17 @@ def test_an_engine_killed_from_outside_makes_the_server_exit_1(tmp_path, cross_e
         # The CPU engine's threads (inprocess_backend.cpu_reserved_cores): all cores on a small
         # machine, vLLM's one reserved core above.
         reserved = 0 if usable_cores() <= SMALL_MACHINE_CORES else 1
-        assert f"reserve_cpu_num={reserved}" in server.log_path.read_text(errors="replace")
+        log = server.log_path.read_text(errors="replace")
+        assert f"reserve_cpu_num={reserved}" in log
+        # The engine runs on tcmalloc (inprocess_backend.tcmalloc_preload; the test tools install
+        # libtcmalloc-minimal4): every engine process has it mapped, and vLLM's worker does not
+        # warn that LD_PRELOAD has none.
+        assert "libtcmalloc is not found in LD_PRELOAD" not in log
+        children = server.descendants()
+        assert children, "no engine process found"
+        for child in children:
+            maps = Path(f"/proc/{child.pid}/maps").read_text()
+            assert "libtcmalloc" in maps, (child.name(), child.cmdline())
         url = server.url
         assert (
             httpx.post(f"{url}/rerank", json={"query": "q", "documents": ["d"]}).status_code == 200
