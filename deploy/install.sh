@@ -62,3 +62,10 @@ fi
 # transformers fails to import ("operator torchvision::nms does not exist"). Text pooling needs none.
 "${pip[@]}" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/python" -c "import vllm, reranker_server, reranker_client; print('installed: vllm', vllm.__version__)"
+# The CPU engine's allocator: the server preloads a system tcmalloc for it (RERANKER_CPU_TCMALLOC);
+# without one, glibc's malloc lets the engine's memory grow under long traffic (docs/soak.md).
+if [[ ",$EXTRAS," == *,cpu,* && "$(uname -s)" == Linux ]] &&
+    ! "$PYTHON" -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('tcmalloc_minimal'))"; then
+    echo "install.sh: note: no tcmalloc found; for bounded engine memory install it" \
+        "(Debian/Ubuntu: apt-get install libtcmalloc-minimal4; Fedora/RHEL: dnf install gperftools-libs)" >&2
+fi
