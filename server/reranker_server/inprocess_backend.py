@@ -73,8 +73,9 @@ def cpu_reserved_cores(settings: Settings, cores: int) -> int | None:
     """How many cores the CPU engine keeps for its scheduler and the server; None: vLLM's default.
 
     vLLM reserves one core per engine process for the scheduler. On a 2-core machine that is half
-    the compute, for a scheduler and a server that are mostly idle while a batch is scored
-    (bench/engine_threads.py measures throughput and /health latency with 0 and 1 reserved).
+    the compute, for a scheduler and a server that are mostly idle while a batch is scored:
+    with none reserved the service was 1.4-1.8x faster there, and /health's p95 stayed at 8-11 ms
+    (docs/engine-threads.md, from bench/engine_threads.py).
     On larger machines one core is a small share and the front end's work grows with its workers.
     """
     if settings.cpu_reserved_cores is not None:
