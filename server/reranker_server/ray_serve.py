@@ -59,6 +59,10 @@ class RerankerIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         settings = Settings(**self._settings)
+        if settings.engine_batches_in_flight is None:
+            # The engines are remote here: the in-process default of one batch would keep all
+            # but one engine replica idle.
+            settings.engine_batches_in_flight = ENGINE_BATCHES_PER_REPLICA
         context = serve.get_replica_context()
         backend = RayEngineBackend(
             settings, self._engine, app_name=context.app_name, deployment_name=ENGINE
