@@ -47,8 +47,10 @@ while it waited, the younger ``q`` requests cut before it overtook it, so it goe
 them. Within a level: a request is overtaken by at most about one batch of younger requests'
 pairs per rank it has to climb.
 
-Up to ``max_in_flight`` batches are scored at once, so that the engine (or several engines) always
-has the next batch while the previous one is tokenised or read out. A batch is cut only when a
+Up to ``max_in_flight`` batches are scored at once, so that several engines, or a remote one, have
+the next batch while the previous one is scored, read out or on the wire (the service's default:
+one in process, where a second batch would only wait for the engine's thread; two per remote
+engine: ``Settings.batches_in_flight``). A batch is cut only when a
 slot is free, so that the choice of group and requests is made as late as possible.
 
 A pair already waiting or being scored is not queued twice: later callers share its future. A
