@@ -25,7 +25,8 @@ for tool in "${tools[@]}"; do
     have "$tool" || missing+=("$tool")
 done
 packages+=(libtcmalloc-minimal4)
-{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep -q libtcmalloc_minimal ||
+# grep without -q reads the whole list: with pipefail, an early exit would fail ldconfig (SIGPIPE).
+{ ldconfig -p 2>/dev/null || /sbin/ldconfig -p; } | grep libtcmalloc_minimal >/dev/null ||
     missing+=(libtcmalloc_minimal)
 if [[ ${#missing[@]} -eq 0 ]]; then
     echo "test tools present: ${tools[*]}"
