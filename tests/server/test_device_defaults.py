@@ -8,6 +8,7 @@ from reranker_server.inprocess_backend import (
     SMALL_MACHINE_CORES,
     cpu_reserved_cores,
     engine_kwargs,
+    tcmalloc_preload,
     usable_cores,
 )
 from reranker_server.model_family import ModelFamily
@@ -47,3 +48,17 @@ def test_the_cpu_engine_reserves_no_core_on_small_machines_and_vllms_one_on_larg
     assert cpu_reserved_cores(Settings(model="m", cpu_reserved_cores=1), 2) == 1
     assert cpu_reserved_cores(Settings(model="m", cpu_reserved_cores=0), 64) == 0
     assert 1 <= usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_the_cpu_engine_gets_a_system_tcmalloc_in_front_of_ld_preload(monkeypatch):
+    import ctypes.util
+
+    libs = {"tcmalloc_minimal": "libtcmalloc_minimal.so.4"}
+    monkeypatch.setattr(ctypes.util, "find_library", libs.get)
+    on = Settings(model="m")
+    assert tcmalloc_preload(on, "") == "libtcmalloc_minimal.so.4"
+    assert tcmalloc_preload(on, "/x/libgomp.so") == "libtcmalloc_minimal.so.4:/x/libgomp.so"
+    assert tcmalloc_preload(on, "/opt/libtcmalloc.so") is None  # one is preloaded already
+    assert tcmalloc_preload(Settings(model="m", cpu_tcmalloc=False), "") is None
+    libs.clear()  # none installed: glibc's malloc, with a warning
+    assert tcmalloc_preload(on, "") is None
