@@ -107,6 +107,7 @@ def test_skip_returns_a_zero_loss_counts_the_step_and_caps_the_share(student, em
     assert value.item() == 0.0
     assert all(p.grad is None or not p.grad.any() for p in student.parameters())
     assert loss.last_step_stats.skipped == 1 and loss.last_step_stats.failures == 1
+    assert loss.last_step_stats.wait_seconds > 0  # the failed call's time is counted
     for _ in range(9):  # 1 skipped of 10 steps is more than 5%: the tenth step raises
         loss.failure_policy.run(lambda: None, training=True)
     service.failures = service.scoring_requests + 1
@@ -146,3 +147,18 @@ def test_zero_loss_of_a_skipped_step_is_a_tensor_the_trainer_can_use(student, em
     loss = _loss(student, FailingFirst(FakeService(embed), failures=1), on_reranker_error="skip")
     value = loss(features(student, COLUMNS), None)
     assert isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def test_skip_counts_the_failed_calls_time_as_waiting() -> None:
+    from reranker_client.losses._failure_policy import FailurePolicy
+
+    policy = FailurePolicy("skip", wait_timeout=900.0, max_skipped_share=1.0)
+    now = [100.0]
+    policy._clock = lambda: now[0]  # type: ignore[method-assign]
+
+    def failing_call() -> None:
+        now[0] += 7.5  # the call took 7.5 s before it failed
+        raise RerankerUnavailableError("the engine is loading")
+
+    assert policy.run(failing_call, training=True) is None
+    assert policy.last_waited == 7.5 and policy.last_failures == 1

@@ -77,7 +77,8 @@ class FailurePolicy:
         self.max_skipped_share = max_skipped_share
         self.steps = 0
         self.skipped = 0
-        #: Failures and seconds waited in the latest step (before its successful call).
+        #: Failures and seconds waited in the latest step (before its successful call, or until it
+        #: was skipped).
         self.last_failures = 0
         self.last_waited = 0.0
         self._sleep: Callable[[float], None] = time.sleep
@@ -98,6 +99,8 @@ class FailurePolicy:
                 if self.on_error == "raise":
                     raise
                 if self.on_error == "skip":
+                    # The failed call's time was spent waiting for the reranker too.
+                    self.last_waited = self._clock() - started
                     self._skip(exc, training)
                     return None
                 waited = self._clock() - started

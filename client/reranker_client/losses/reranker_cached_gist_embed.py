@@ -346,7 +346,11 @@ class RerankerCachedGISTEmbedLoss(CachedLossMixin, nn.Module):
                 training=torch.is_grad_enabled(),
             )
             if outcome is None:  # skipped by on_reranker_error="skip"
-                stats = RerankerStepStats(failures=self.failure_policy.last_failures, skipped=1)
+                stats = RerankerStepStats(
+                    failures=self.failure_policy.last_failures,
+                    skipped=1,
+                    wait_seconds=self.failure_policy.last_waited,
+                )
                 self.last_step_stats = stats
                 self._log_stats.add(stats)
                 return None
