@@ -58,10 +58,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         on_failure=backend.mark_dead,  # /health then answers 503 with the reason
     )
     cache = TieredScoreCache.from_settings(settings, metrics.cache)
-    metrics.read_at_collect(metrics.engine_up, lambda: 1 if backend.alive else 0)
-    metrics.read_at_collect(metrics.cache.entries, lambda: len(cache))
-    metrics.read_at_collect(metrics.cache.bytes, lambda: cache.bytes)
-    metrics.read_at_collect(metrics.embedding_cache_bytes, lambda: backend.embedding_cache_bytes)
+    metrics.read_state(metrics.engine_up, lambda: 1 if backend.alive else 0)
+    metrics.read_state(metrics.embedding_cache_bytes, lambda: backend.embedding_cache_bytes)
     resolver = RequestResolver(settings, backend)
     service = RerankService(settings, backend, resolver, cache, queue, metrics)
 
@@ -74,11 +72,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         if not settings.stay_up_without_engine:
             crash_only = CrashOnlyWatch(backend, watch_after_start=backend.engine_in_process)
             watch = asyncio.create_task(crash_only.run(loading), name="crash-only")
+        # With several workers, another worker may answer /metrics: keep this one's current.
+        refresh = None
+        if metrics.multiprocess():
+            refresh = asyncio.create_task(metrics.refresh_state_every(), name="metrics-refresh")
         try:
             yield
         finally:
-            if watch is not None:
-                watch.cancel()
+            for task in (watch, refresh):
+                if task is not None:
+                    task.cancel()
             await queue.close()
             loading.cancel()
             await backend.aclose()
