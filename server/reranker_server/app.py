@@ -24,7 +24,7 @@ from .request_limits import BodySizeLimitMiddleware, state_max_length, state_tex
 from .request_resolution import RequestResolver
 from .routes import router
 from .score_cache import TieredScoreCache
-from .scoring import GroupKey, Score
+from .scoring import Score
 from .service import RerankService
 from .settings import Settings
 
@@ -39,12 +39,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     keys = ApiKeys(configured_keys(settings))
     backend = backend or create_backend(settings)
     metrics = Metrics()
-
-    def on_batch(_: GroupKey, size: int, seconds: float) -> None:
-        metrics.batch_pairs.observe(size)
-        metrics.batch_duration.observe(seconds)
-        metrics.pairs_scored.inc(size)
-
     queue: BatchQueue[Score] = BatchQueue(
         backend.score_batch,
         max_batch_pairs=settings.batch_max_pairs,
@@ -54,7 +48,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         batch_timeout_s=settings.engine_batch_timeout_s,
         priority_aging_s=settings.priority_aging_s,
         metrics=metrics.queue,
-        on_batch=on_batch,
         on_failure=backend.mark_dead,  # /health then answers 503 with the reason
     )
     cache = TieredScoreCache.from_settings(settings, metrics.cache)

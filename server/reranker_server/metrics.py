@@ -4,16 +4,17 @@ Each app gets its own registry, so several apps in one process (tests) do not co
 several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set (the CLI does it) and every worker
 writes its values there; /metrics then reports the whole server, whichever worker answers.
 
-Each value is written where its event happens: the queue writes its own (``QueueMetrics``), the
-score cache its own (``CacheMetrics``, its size whenever its local tier changes), the app the
-requests' and the engine batches'. The gauges of state the backend holds are read instead
-(``Metrics.read_state``): ``reranker_engine_up`` (an engine can die or fail its health check at
-any time) and ``reranker_embedding_cache_bytes`` (the bi-encoder family's cache). They are read
-when /metrics is collected and, with several workers, also every ``STATE_REFRESH_S`` in each
-worker: the worker answering /metrics reads the others' values from the shared directory as they
-last wrote them, so a gauge read only at collect time would stay, for every other worker, at
-what it was when that worker last answered /metrics (0 if it never did). Every gauge keeps
-prometheus_client's multiprocess mode ``all``: one series per worker, labelled ``pid``.
+Each value is written where its event happens: the queue writes its own (``QueueMetrics``:
+depth, dedup, waits and engine batches), the score cache its own (``CacheMetrics``, its size
+whenever its local tier changes), the app the HTTP requests'. The gauges of state the backend
+holds are read instead (``Metrics.read_state``): ``reranker_engine_up`` (an engine can die or
+fail its health check at any time) and ``reranker_embedding_cache_bytes`` (the bi-encoder
+family's cache). They are read when /metrics is collected and, with several workers, also every
+``STATE_REFRESH_S`` in each worker: the worker answering /metrics reads the others' values from
+the shared directory as they last wrote them, so a gauge read only at collect time would stay,
+for every other worker, at what it was when that worker last answered /metrics (0 if it never
+did). Every gauge keeps prometheus_client's multiprocess mode ``all``: one series per worker,
+labelled ``pid``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,21 @@ class QueueMetrics:
             "Pairs that shared the score of an identical pair already queued or running.",
             registry=r,
         )
+        self.batch_pairs = Histogram(
+            "reranker_engine_batch_pairs",
+            "Pairs per engine batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "reranker_engine_batch_duration_seconds",
+            "Engine time per batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pairs_scored = Counter(
+            "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
+        )
 
     def set_state(self, depth: int, in_flight: int, requests_waiting: int) -> None:
         """The queue's gauges, as they are now."""
@@ -82,6 +98,12 @@ class QueueMetrics:
         """One request's queue wait. Priorities beyond +-10 share the label of +-10, so a
         client cannot grow the series without bound."""
         self.queue_wait.labels(str(max(-10, min(10, priority)))).observe(seconds)
+
+    def observe_batch(self, pairs: int, seconds: float) -> None:
+        """One engine batch scored: its size and its time."""
+        self.batch_pairs.observe(pairs)
+        self.batch_duration.observe(seconds)
+        self.pairs_scored.inc(pairs)
 
 
 class CacheMetrics:
@@ -141,21 +163,6 @@ class Metrics:
             ["endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
-        )
-        self.batch_pairs = Histogram(
-            "reranker_engine_batch_pairs",
-            "Pairs per engine batch.",
-            buckets=_BATCH_BUCKETS,
-            registry=r,
-        )
-        self.batch_duration = Histogram(
-            "reranker_engine_batch_duration_seconds",
-            "Engine time per batch.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.pairs_scored = Counter(
-            "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
         )
         self.engine_up = Gauge(
             "reranker_engine_up", "1 when the engine is ready and alive, else 0.", registry=r
