@@ -24,7 +24,7 @@ from .request_limits import BodySizeLimitMiddleware, state_max_length, state_tex
 from .request_resolution import RequestResolver
 from .routes import router
 from .score_cache import TieredScoreCache
-from .scoring import GroupKey, Score
+from .scoring import Score
 from .service import RerankService
 from .settings import Settings
 
@@ -39,12 +39,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     keys = ApiKeys(configured_keys(settings))
     backend = backend or create_backend(settings)
     metrics = Metrics()
-
-    def on_batch(_: GroupKey, size: int, seconds: float) -> None:
-        metrics.batch_pairs.observe(size)
-        metrics.batch_duration.observe(seconds)
-        metrics.pairs_scored.inc(size)
-
     queue: BatchQueue[Score] = BatchQueue(
         backend.score_batch,
         max_batch_pairs=settings.batch_max_pairs,
@@ -54,14 +48,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         batch_timeout_s=settings.engine_batch_timeout_s,
         priority_aging_s=settings.priority_aging_s,
         metrics=metrics.queue,
-        on_batch=on_batch,
         on_failure=backend.mark_dead,  # /health then answers 503 with the reason
     )
     cache = TieredScoreCache.from_settings(settings, metrics.cache)
-    metrics.read_at_collect(metrics.engine_up, lambda: 1 if backend.alive else 0)
-    metrics.read_at_collect(metrics.cache.entries, lambda: len(cache))
-    metrics.read_at_collect(metrics.cache.bytes, lambda: cache.bytes)
-    metrics.read_at_collect(metrics.embedding_cache_bytes, lambda: backend.embedding_cache_bytes)
+    metrics.read_state(metrics.engine_up, lambda: 1 if backend.alive else 0)
+    metrics.read_state(metrics.embedding_cache_bytes, lambda: backend.embedding_cache_bytes)
     resolver = RequestResolver(settings, backend)
     service = RerankService(settings, backend, resolver, cache, queue, metrics)
 
@@ -74,11 +65,16 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         if not settings.stay_up_without_engine:
             crash_only = CrashOnlyWatch(backend, watch_after_start=backend.engine_in_process)
             watch = asyncio.create_task(crash_only.run(loading), name="crash-only")
+        # With several workers, another worker may answer /metrics: keep this one's current.
+        refresh = None
+        if metrics.multiprocess():
+            refresh = asyncio.create_task(metrics.refresh_state_every(), name="metrics-refresh")
         try:
             yield
         finally:
-            if watch is not None:
-                watch.cancel()
+            for task in (watch, refresh):
+                if task is not None:
+                    task.cancel()
             await queue.close()
             loading.cancel()
             await backend.aclose()

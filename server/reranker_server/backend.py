@@ -148,9 +148,8 @@ class Backend(ABC):
 
     @property
     def embedding_cache_bytes(self) -> int:
-        """Memory held by the bi-encoder's embedding cache (0 for other families)."""
-        embeddings = getattr(self.family, "embeddings", None)
-        return 0 if embeddings is None else int(embeddings.bytes)
+        """Memory held by the family's embedding cache (the bi-encoder's; 0 until loaded)."""
+        return 0 if self.family is None else self.family.embedding_cache_bytes()
 
     # ---- state ------------------------------------------------------------------------------
 

@@ -60,8 +60,8 @@ sharing a pair with a low-priority one). Each caller awaits its own futures, so 
 its own scores, in its own order.
 
 The queue records its own metrics (depth, batches in flight, pairs deduplicated, requests
-waiting and each request's queue wait, by priority) through the ``metrics`` object passed in;
-see :class:`reranker_server.metrics.QueueMetrics`.
+waiting, each request's queue wait by priority, and each engine batch's size and time) through
+the ``metrics`` object passed in; see :class:`reranker_server.metrics.QueueMetrics`.
 
 Supervision: a batch that is not answered within ``batch_timeout_s``, or the queue's own task
 dying, breaks the queue: ``on_failure`` is told why (the service then reports itself unhealthy),
@@ -128,13 +128,6 @@ class _Group(Generic[T]):
         return min(r.level(now, aging_s, best) for r in self.requests)
 
 
-@dataclass
-class BatchStats:
-    """Counters of the queue's work that tests read (batches and pairs go to ``on_batch``)."""
-
-    deduplicated: int = 0
-
-
 class BatchQueue(Generic[T]):
     """Groups pairs into engine batches: by priority, fairly across groups and across the
     requests of a group, several batches in flight (policy in the module docstring)."""
@@ -150,7 +143,6 @@ class BatchQueue(Generic[T]):
         batch_timeout_s: float | None = None,
         priority_aging_s: float = 10.0,
         metrics: QueueMetrics | None = None,
-        on_batch: Callable[[GroupKey, int, float], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         if priority_aging_s <= 0:
@@ -163,7 +155,6 @@ class BatchQueue(Generic[T]):
         self.batch_timeout_s = batch_timeout_s
         self.priority_aging_s = priority_aging_s
         self._metrics = metrics
-        self._on_batch = on_batch
         self._on_failure = on_failure
         self._groups: OrderedDict[GroupKey, _Group[T]] = OrderedDict()
         self._turn = 0  # counts batches cut; each group remembers the turn of its last batch
@@ -176,7 +167,6 @@ class BatchQueue(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
         self.broken: str | None = None
-        self.stats = BatchStats()
 
     @property
     def depth(self) -> int:
@@ -305,7 +295,6 @@ class BatchQueue(Generic[T]):
                 del self._groups[key]
             if self._metrics is not None:
                 self._metrics.observe_wait(priority, 0.0)
-        self.stats.deduplicated += shared
         if self._metrics is not None and shared:
             self._metrics.pairs_deduplicated.inc(shared)
         self._update_gauges()
@@ -442,8 +431,8 @@ class BatchQueue(Generic[T]):
             for (_, fut), result in zip(batch, results):
                 if not fut.done():
                     fut.set_result(result)
-            if self._on_batch is not None:
-                self._on_batch(key, len(batch), time.perf_counter() - started)
+            if self._metrics is not None:
+                self._metrics.observe_batch(len(batch), time.perf_counter() - started)
         finally:
             for pair, _ in batch:
                 self._running.pop((key, pair), None)

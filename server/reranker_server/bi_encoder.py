@@ -47,6 +47,9 @@ class BiEncoder(Family[TextRows, list[np.ndarray]]):
             settings.embedding_cache_size, int(settings.embedding_cache_mb * 2**20)
         )
 
+    def embedding_cache_bytes(self) -> int:
+        return self.embeddings.bytes
+
     def _encode(self, key: GroupKey, pairs: Sequence[Pair]) -> TextRows:
         rows: dict[str, int] = {}
         out = TextRows()

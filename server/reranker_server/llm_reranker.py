@@ -24,6 +24,12 @@ QWEN3_DEFAULT_INSTRUCTION = (
     "Given a web search query, retrieve relevant passages that answer the query"
 )
 
+# vLLM's prefix cache reuses whole KV blocks only. Its CPU default block (128 tokens) is longer
+# than the whole shared prefix of a Qwen3-Reranker prompt (system prompt, instruction and a short
+# query: about 75 tokens), so nothing was reused (measured: 0.0% hit rate); 32 reuses most of it
+# (2.6x on one query x 50 documents with a longer query). GPUs default to 16 already.
+LLM_RERANKER_CPU_BLOCK = 32
+
 LLM_RERANKER_HF_OVERRIDES: dict[str, Any] = {
     "architectures": ["Qwen3ForSequenceClassification"],
     "classifier_from_token": ["no", "yes"],
@@ -45,6 +51,7 @@ class LlmReranker(ClassifierFamily):
     score_range = "p(yes) in [0, 1]; raw_score is logit(yes) - logit(no)"
     default_instruction: ClassVar[str | None] = QWEN3_DEFAULT_INSTRUCTION
     hf_overrides: ClassVar[dict[str, Any]] = LLM_RERANKER_HF_OVERRIDES
+    cpu_kv_block_size: ClassVar[int | None] = LLM_RERANKER_CPU_BLOCK
 
     def __init__(self, settings: Settings, tokenizer: Any) -> None:
         super().__init__(settings, tokenizer)

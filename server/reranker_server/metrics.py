@@ -3,10 +3,23 @@
 Each app gets its own registry, so several apps in one process (tests) do not collide. With
 several uvicorn workers, ``PROMETHEUS_MULTIPROC_DIR`` is set (the CLI does it) and every worker
 writes its values there; /metrics then reports the whole server, whichever worker answers.
+
+Each value is written where its event happens: the queue writes its own (``QueueMetrics``:
+depth, dedup, waits and engine batches), the score cache its own (``CacheMetrics``, its size
+whenever its local tier changes), the app the HTTP requests'. The gauges of state the backend
+holds are read instead (``Metrics.read_state``): ``reranker_engine_up`` (an engine can die or
+fail its health check at any time) and ``reranker_embedding_cache_bytes`` (the bi-encoder
+family's cache). They are read when /metrics is collected and, with several workers, also every
+``STATE_REFRESH_S`` in each worker: the worker answering /metrics reads the others' values from
+the shared directory as they last wrote them, so a gauge read only at collect time would stay,
+for every other worker, at what it was when that worker last answered /metrics (0 if it never
+did). Every gauge keeps prometheus_client's multiprocess mode ``all``: one series per worker,
+labelled ``pid``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 
@@ -24,6 +37,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 # Queue waits run from a few ms (idle) to minutes (a low priority behind a training backlog).
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: With several workers, how often each worker writes its engine-state gauges (seconds).
+STATE_REFRESH_S = 1.0
 
 
 class QueueMetrics:
@@ -57,6 +72,21 @@ class QueueMetrics:
             "Pairs that shared the score of an identical pair already queued or running.",
             registry=r,
         )
+        self.batch_pairs = Histogram(
+            "reranker_engine_batch_pairs",
+            "Pairs per engine batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "reranker_engine_batch_duration_seconds",
+            "Engine time per batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pairs_scored = Counter(
+            "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
+        )
 
     def set_state(self, depth: int, in_flight: int, requests_waiting: int) -> None:
         """The queue's gauges, as they are now."""
@@ -69,10 +99,16 @@ class QueueMetrics:
         client cannot grow the series without bound."""
         self.queue_wait.labels(str(max(-10, min(10, priority)))).observe(seconds)
 
+    def observe_batch(self, pairs: int, seconds: float) -> None:
+        """One engine batch scored: its size and its time."""
+        self.batch_pairs.observe(pairs)
+        self.batch_duration.observe(seconds)
+        self.pairs_scored.inc(pairs)
+
 
 class CacheMetrics:
-    """What the score cache (``score_cache.TieredScoreCache``) reports; it writes the counters,
-    and its size is read at collect time."""
+    """What the score cache (``score_cache.TieredScoreCache``) reports; it writes all of it: the
+    counters on each lookup, its size whenever its local tier changes."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
@@ -104,6 +140,11 @@ class CacheMetrics:
             registry=r,
         )
 
+    def set_size(self, entries: int, nbytes: int) -> None:
+        """The local tier's size, as it is now."""
+        self.entries.set(entries)
+        self.bytes.set(nbytes)
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -123,21 +164,6 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.batch_pairs = Histogram(
-            "reranker_engine_batch_pairs",
-            "Pairs per engine batch.",
-            buckets=_BATCH_BUCKETS,
-            registry=r,
-        )
-        self.batch_duration = Histogram(
-            "reranker_engine_batch_duration_seconds",
-            "Engine time per batch.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.pairs_scored = Counter(
-            "reranker_pairs_scored", "Pairs scored by the engine.", registry=r
-        )
         self.engine_up = Gauge(
             "reranker_engine_up", "1 when the engine is ready and alive, else 0.", registry=r
         )
@@ -147,13 +173,25 @@ class Metrics:
             registry=r,
         )
         self.cache = CacheMetrics(r)
-        # Gauges of state that lives elsewhere, read when /metrics is collected (not written
-        # on every change by whoever changes it).
-        self._read_at_collect: list[tuple[Gauge, Callable[[], float]]] = []
+        # Gauges of state that lives elsewhere and changes unseen (the module docstring).
+        self._state: list[tuple[Gauge, Callable[[], float]]] = []
 
-    def read_at_collect(self, gauge: Gauge, read: Callable[[], float]) -> None:
-        """Set ``gauge`` from ``read()`` each time the metrics are collected."""
-        self._read_at_collect.append((gauge, read))
+    def read_state(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Keep ``gauge`` at ``read()``: set when the metrics are collected and by
+        ``refresh_state_every``."""
+        self._state.append((gauge, read))
+
+    def refresh_state(self) -> None:
+        """Set the state gauges of this process from their ``read()``."""
+        for gauge, read in self._state:
+            gauge.set(read())
+
+    async def refresh_state_every(self, seconds: float = STATE_REFRESH_S) -> None:
+        """Refresh the state gauges every ``seconds``, until cancelled (each worker runs this in
+        multiprocess mode, so that its series are current whichever worker answers /metrics)."""
+        while True:
+            self.refresh_state()
+            await asyncio.sleep(seconds)
 
     @staticmethod
     def multiprocess() -> bool:
@@ -161,8 +199,7 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text for /metrics: this registry, or every worker's values in multiprocess mode."""
-        for gauge, read in self._read_at_collect:
-            gauge.set(read())
+        self.refresh_state()
         if self.multiprocess():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -11,8 +11,8 @@ Three families, one module each:
   prefixed to the query.
 
 A family is chosen once, when the backend is made (``family_class``: what is known from the
-config alone, such as the score range and the default instruction), and instantiated once the
-engine's tokenizer is loaded (``create_family``). The backend then runs one pipeline for every
+config alone, such as the score range and the default instruction), and instantiated by the
+backend once the engine's tokenizer is loaded. The backend then runs one pipeline for every
 family: ``engine_order`` -> ``encode`` -> ``call_engine`` -> ``read_out``.
 """
 
@@ -95,6 +95,9 @@ class Family(ABC, Generic[E, R]):
     default_instruction: ClassVar[str | None] = None
     #: ``hf_overrides`` the engine must load the model with.
     hf_overrides: ClassVar[dict[str, Any]] = {}
+    #: The KV-cache block size (tokens) of the CPU engine, if not vLLM's default; the
+    #: ``RERANKER_KV_BLOCK_SIZE`` setting wins.
+    cpu_kv_block_size: ClassVar[int | None] = None
 
     def __init__(self, settings: Settings, tokenizer: Any) -> None:
         self.settings = settings
@@ -129,6 +132,10 @@ class Family(ABC, Generic[E, R]):
     @abstractmethod
     def read_out(self, encoded: E, answer: R) -> list[Score]:
         """One score per pair of the batch, in the encoded order."""
+
+    def embedding_cache_bytes(self) -> int:
+        """Memory held by the family's text-embedding cache (none by default)."""
+        return 0
 
     def tokenize_texts(self, max_length: int, texts: Sequence[str]) -> list[list[int]]:
         """Each text on its own, cut to max_length tokens (bi-encoder input; usage counts)."""
@@ -210,8 +217,3 @@ def configured_family(settings: Settings) -> type[Family[Any, Any]]:
     if settings.model_family == "auto":
         return family_class(detect_family(settings.model))
     return family_class(ModelFamily(settings.model_family))
-
-
-def create_family(settings: Settings, tokenizer: Any) -> Family[Any, Any]:
-    """The family object of the configured model, with the engine's tokenizer."""
-    return configured_family(settings)(settings, tokenizer)

@@ -1,7 +1,8 @@
 """One step from a parsed request to what the queue needs: the pairs and their ``GroupKey``.
 
 ``RequestResolver`` checks, in this order, the model a request names (404), its pair count and
-its texts (422), that the engine is ready (503, checked once per request: the model's limits
+its texts (422; the errors name the fields as the request's shape does, TEI's ``texts`` for
+its documents), that the engine is ready (503, checked once per request: the model's limits
 are known only once it is loaded), and its truncation length (422). Every HTTP error of a
 request's validation is raised here; the backend raises none.
 
@@ -65,10 +66,12 @@ class RequestResolver:
 
     # ---- per endpoint -----------------------------------------------------------------------
 
-    def rerank(self, req: RerankRequest) -> ResolvedRerank:
+    def rerank(self, req: RerankRequest, documents_field: str = "documents") -> ResolvedRerank:
+        """``documents_field``: what the sender's shape calls the documents, for the errors
+        (TEI's ``texts``)."""
         self.check_model(req.model)
         self.check_pair_count(len(req.documents))
-        texts = self._texts_of(req)
+        texts = self._texts_of(req, documents_field)
         return self._resolved(req, texts, self._ready_bounds())
 
     def rerank_batch(self, req: RerankBatchRequest) -> list[ResolvedRerank]:
@@ -130,10 +133,10 @@ class RequestResolver:
                 "request; split it into smaller requests (reranker_client does this for you)"
             )
 
-    def _texts_of(self, req: RerankRequest) -> list[str]:
+    def _texts_of(self, req: RerankRequest, documents_field: str = "documents") -> list[str]:
         texts = document_texts(req)
         check_text_lengths(
-            [("query", req.query), ("documents", texts)], self.settings.max_text_chars
+            [("query", req.query), (documents_field, texts)], self.settings.max_text_chars
         )
         return texts
 

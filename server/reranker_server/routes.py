@@ -18,7 +18,6 @@ from .compat import (
     tei_ranks,
 )
 from .errors import TEI_STYLE, error_body
-from .request_limits import check_text_lengths
 from .schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -81,10 +80,7 @@ async def rerank(
     /v1 and /v2 routes ignore them."""
     if isinstance(body, TeiRerankRequest):
         request.state.error_style = TEI_STYLE
-        # Checked here too, so that the error names TEI's fields.
-        limit = service.settings.max_text_chars
-        check_text_lengths([("query", body.query), ("texts", body.texts)], limit)
-        response = await service.rerank(tei_as_rerank(body))
+        response = await service.rerank(tei_as_rerank(body), documents_field="texts")
         return tei_ranks(response, raw_scores=bool(body.raw_scores))
     return await service.rerank(body)
 

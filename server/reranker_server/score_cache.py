@@ -3,7 +3,8 @@
 ``TieredScoreCache`` is the one cache the service asks: a lookup tries the local LRU
 (``LocalScoreCache``, cachetools), then the shared tier (``shared_cache.SharedScoreCache``,
 Redis) for what the LRU lacks, copying shared hits into the LRU; a store writes both. It counts
-its own hits, misses, shared-tier hits and errors (``metrics.CacheMetrics``). Keys are MD5
+its own hits, misses, shared-tier hits and errors, and sets its size gauges whenever the LRU
+changes (``metrics.CacheMetrics``), so that each worker's series is current. Keys are MD5
 digests of an unambiguous encoding of (model, prompt version, instruction, max_length, query,
 document), the same in both tiers, so a pair scored by any worker or replica is a hit for all.
 """
@@ -164,6 +165,8 @@ class TieredScoreCache:
                 else:
                     found.scores[i] = score
                     self.local.put(found.keys[i], score)
+            if len(still_missing) < len(found.misses):
+                self._record_size()
             self.metrics.redis_hits.inc(len(found.misses) - len(still_missing))
             found.misses = still_missing
         self.metrics.pairs_requested.inc(len(pairs))
@@ -175,6 +178,7 @@ class TieredScoreCache:
         """Keep the fresh scores of a lookup's misses (by position) in both tiers."""
         items = {found.keys[i]: score for i, score in fresh.items()}
         await _off_loop_if_large(len(items), self._local_store, items)
+        self._record_size()
         if self.shared is not None:
             await self.shared.put_many(list(items.items()))
 
@@ -191,6 +195,10 @@ class TieredScoreCache:
     def _local_store(self, items: dict[bytes, Score]) -> None:
         for k, score in items.items():
             self.local.put(k, score)
+
+    def _record_size(self) -> None:
+        """The size gauges, after the LRU changed (stores, shared hits, their evictions)."""
+        self.metrics.set_size(len(self.local), self.local.bytes)
 
     def __len__(self) -> int:
         return len(self.local)

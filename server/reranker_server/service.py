@@ -50,8 +50,11 @@ class RerankService:
 
     # ---- endpoints --------------------------------------------------------------------------
 
-    async def rerank(self, req: RerankRequest) -> RerankResponse:
-        return await self._rerank_one(self.resolver.rerank(req))
+    async def rerank(
+        self, req: RerankRequest, documents_field: str = "documents"
+    ) -> RerankResponse:
+        """``documents_field`` names the documents in errors, as the sender's shape does."""
+        return await self._rerank_one(self.resolver.rerank(req, documents_field))
 
     async def rerank_batch(self, req: RerankBatchRequest) -> RerankBatchResponse:
         resolved = self.resolver.rerank_batch(req)

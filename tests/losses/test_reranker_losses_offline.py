@@ -234,6 +234,19 @@ def test_constructor_errors_say_how_to_fix_the_call(student) -> None:
         RerankerCachedGISTEmbedLoss(student, client=client, on_reranker_error="ignore")
     with pytest.raises(ValueError, match="once"):
         RerankerCachedGISTEmbedLoss(student, "http://fake.test", reranker_url="http://fake.test")
+    for tokens in (0, -64):  # as sentence-transformers' cached losses refuse it
+        with pytest.raises(ValueError, match="mini_batch_num_tokens must be a positive integer"):
+            RerankerCachedGISTEmbedLoss(student, client=client, mini_batch_num_tokens=tokens)
+        with pytest.raises(ValueError, match="mini_batch_num_tokens must be a positive integer"):
+            OptimizedRerankerCachedGISTEmbedLoss(
+                student, client=client, mini_batch_num_tokens=tokens
+            )
+        with pytest.raises(ValueError, match="mini_batch_num_tokens must be a positive integer"):
+            CachedGISTEmbedLoss(student, student, mini_batch_num_tokens=tokens)
+    for tokens in (None, 1, 512):
+        RerankerCachedGISTEmbedLoss(
+            student, client=client, mini_batch_num_tokens=tokens, check_reranker=False
+        )
     # Positional URL; credentials never reach the config (the model card).
     loss = RerankerCachedGISTEmbedLoss(
         student, "http://user:secret@fake.test:9/base", timeout=3, check_reranker=False

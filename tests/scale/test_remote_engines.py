@@ -11,6 +11,7 @@ import httpx
 import psutil
 import pytest
 from reranker_client import RerankerClient
+from reranker_server.metrics import STATE_REFRESH_S
 from server_process import ServerProcess, metric_samples, start_engines
 
 pytestmark = pytest.mark.engine
@@ -113,17 +114,18 @@ def test_two_workers_share_one_engine_and_report_all_metrics(tmp_path, cross_enc
         server.wait_ready()
         # Both workers must be ready, not just the one that answered first.
         deadline = time.monotonic() + 120
-        workers: set[str] = set()
+        workers: dict[str, int] = {}  # pid -> requests it answered
         n = 0
         while len(workers) < 2 or n < 40:
-            assert time.monotonic() < deadline, f"only workers {workers} answered"
+            assert time.monotonic() < deadline, f"only workers {set(workers)} answered"
             with httpx.Client(base_url=server.url, timeout=60) as fresh_connection:
                 r = fresh_connection.post(
                     "/rerank", json={"query": "q", "documents": [f"d{n}", "shared doc"]}
                 )
             if r.status_code == 200:
                 n += 1
-                workers.add(r.headers["x-reranker-worker"])
+                pid = r.headers["x-reranker-worker"]
+                workers[pid] = workers.get(pid, 0) + 1
         assert len(workers) == 2
 
         # The model is loaded once: by the engine, and by no worker.
@@ -132,11 +134,19 @@ def test_two_workers_share_one_engine_and_report_all_metrics(tmp_path, cross_enc
         engine_tree = psutil.Process(engine.proc.pid).children(recursive=True)
         assert len([p for p in engine_tree if "EngineCore" in " ".join(p.cmdline())]) == 1
 
-        # Whichever worker answers /metrics, it reports both workers' requests.
+        # Whichever worker answers /metrics, it reports both workers' requests, and each
+        # worker's gauges as they are now, from the first answer on (not as the other worker
+        # last answered /metrics): its own engine up, its own cache of its requests' pairs
+        # (one new document each, and "shared doc" once). The engine's gauge is refreshed every
+        # STATE_REFRESH_S in each worker: the worker that answered last may be only just ready.
+        time.sleep(2 * STATE_REFRESH_S)
         for _ in range(4):
             m = metric_samples(server.url)
             total = m[("reranker_requests_total", (("endpoint", "/rerank"), ("status", "200")))]
             assert total == n
+            for pid, answered in workers.items():
+                assert m[("reranker_engine_up", (("pid", pid),))] == 1
+                assert m[("reranker_cache_entries", (("pid", pid),))] == answered + 1
     finally:
         server.stop()
         engine.stop()

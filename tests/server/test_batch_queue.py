@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import CollectorRegistry
 from reranker_server.batch_queue import BatchQueue
 from reranker_server.errors import EngineUnavailableError, OverloadedError
+from reranker_server.metrics import QueueMetrics
 from reranker_server.scoring import GroupKey
 
 
@@ -37,8 +39,11 @@ class FakeScorer:
         return [self.value(key, p) for p in pairs]
 
 
-def make_queue(scorer, **kw):
+def make_queue(scorer, registry: CollectorRegistry | None = None, **kw):
+    """A started queue; its metrics go to ``registry`` if given."""
     opts = dict(max_batch_pairs=4, max_wait_ms=20, max_queued_pairs=1000)
+    if registry is not None:
+        opts["metrics"] = QueueMetrics(registry)
     opts.update(kw)
     q = BatchQueue(scorer, **opts)
     q.start()
@@ -99,7 +104,8 @@ async def test_pairs_submitted_close_together_share_a_batch():
 
 async def test_identical_pairs_in_flight_are_scored_once():
     scorer = FakeScorer(delay=0.05)
-    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1)
+    registry = CollectorRegistry()
+    q = make_queue(scorer, registry, max_batch_pairs=2, max_wait_ms=1)
     key = GroupKey(None, 5)
     first = q.submit(key, [("q", "a"), ("q", "b")])
     await asyncio.sleep(0.02)  # now running in the engine
@@ -110,7 +116,7 @@ async def test_identical_pairs_in_flight_are_scored_once():
     await results(first)
     scored = [p for _, b in scorer.batches for p in b]
     assert sorted(scored) == [("q", "a"), ("q", "b")]
-    assert q.stats.deduplicated == 3
+    assert registry.get_sample_value("reranker_pairs_deduplicated_total") == 3
     await q.close()
 
 
@@ -461,7 +467,8 @@ async def test_a_low_priority_request_is_not_starved_by_a_high_priority_stream()
 
 async def test_a_waiting_pair_shared_by_a_later_request_is_scored_once_at_the_earlier_turn():
     scorer = FakeScorer(delay=0.05)
-    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, priority_aging_s=60)
+    registry = CollectorRegistry()
+    q = make_queue(scorer, registry, max_batch_pairs=2, max_wait_ms=1, priority_aging_s=60)
     key = GroupKey(None, 5)
     blocker = q.submit(key, [("blocker", "0"), ("blocker", "1")])
     while not scorer.batches:
@@ -477,17 +484,14 @@ async def test_a_waiting_pair_shared_by_a_later_request_is_scored_once_at_the_ea
     await results(low + blocker)
     scored = [p for _, b in scorer.batches for p in b]
     assert len(scored) == len(set(scored)) == 2 + 6 + 1
-    assert q.stats.deduplicated == 1
+    assert registry.get_sample_value("reranker_pairs_deduplicated_total") == 1
     await q.close()
 
 
 async def test_the_queue_reports_its_waits_by_priority_and_the_requests_waiting():
-    from prometheus_client import CollectorRegistry
-    from reranker_server.metrics import QueueMetrics
-
     registry = CollectorRegistry()
     scorer = FakeScorer(delay=0.05)
-    q = make_queue(scorer, max_batch_pairs=2, max_wait_ms=1, metrics=QueueMetrics(registry))
+    q = make_queue(scorer, registry, max_batch_pairs=2, max_wait_ms=1)
     key = GroupKey(None, 5)
     futures = q.submit(key, [("a", "0"), ("a", "1")])
     futures += q.submit(key, [("b", "0")], priority=2)
@@ -506,4 +510,8 @@ async def test_the_queue_reports_its_waits_by_priority_and_the_requests_waiting(
     assert get("reranker_queue_wait_seconds_count", {"priority": "-10"}) == 1  # label clamped
     # The priority-2 pair waited for the first batch to be scored (50 ms).
     assert get("reranker_queue_wait_seconds_sum", {"priority": "2"}) >= 0.04
+    # Its engine batches: two of 2 and 1 pairs, 50 ms each.
+    assert get("reranker_engine_batch_pairs_count") == len(scorer.batches) == 2
+    assert get("reranker_engine_batch_pairs_sum") == get("reranker_pairs_scored_total") == 3
+    assert get("reranker_engine_batch_duration_seconds_sum") >= 0.08
     await q.close()

@@ -10,6 +10,7 @@ from cachetools import LRUCache
 from prometheus_client import CollectorRegistry
 from reranker_server.metrics import CacheMetrics
 from reranker_server.score_cache import (
+    _ENTRY_BYTES,
     LocalScoreCache,
     Score,
     TieredScoreCache,
@@ -147,6 +148,27 @@ def test_a_shared_tier_outage_is_a_miss_and_an_error_and_the_local_tier_carries_
 
     counts = _counts(asyncio.run(run()))
     assert (counts["redis_errors"], counts["hits"], counts["misses"]) == (2, 1, 1)
+
+
+def test_the_cache_sets_its_size_gauges_whenever_its_local_tier_changes():
+    # Set where the LRU changes, not read when /metrics is collected: with several workers,
+    # another worker answers /metrics and reads this one's gauges as it last set them.
+    async def run():
+        cache, shared, metrics = _tiered(local_size=2)
+        size = [(metrics.entries._value.get(), metrics.bytes._value.get())]
+        await cache.store(await cache.lookup("m", "v", KEY, PAIRS[:1]), {0: Score(0.1)})
+        size.append((metrics.entries._value.get(), metrics.bytes._value.get()))
+        found = await cache.lookup("m", "v", KEY, PAIRS)  # 2 misses: one evicts the other
+        await cache.store(found, {1: Score(0.2), 2: Score(0.3)})
+        size.append((metrics.entries._value.get(), metrics.bytes._value.get()))
+        fresh, _, fresh_metrics = _tiered()
+        fresh.shared = shared  # another worker, same Redis: its shared hits fill its LRU
+        await fresh.lookup("m", "v", KEY, PAIRS)
+        size.append((fresh_metrics.entries._value.get(), fresh_metrics.bytes._value.get()))
+        return size
+
+    e = _ENTRY_BYTES
+    assert asyncio.run(run()) == [(0, 0), (1, e), (2, 2 * e), (3, 3 * e)]
 
 
 def test_keys_separate_models_formats_and_groups():

@@ -9,11 +9,7 @@ from typing import Any, Literal
 import torch
 import tqdm
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.losses.gradcache import (
-    CachedLossMixin,
-    _validate_mini_batch_num_tokens,
-    has_static_embedding_input,
-)
+from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from torch import Tensor, nn
 
 from .._client import RerankerClient
@@ -232,7 +228,9 @@ class RerankerCachedGISTEmbedLoss(CachedLossMixin, nn.Module):
                 f"{type(self).__name__} is not compatible with a SentenceTransformer model "
                 "based on a StaticEmbedding, whose inputs cannot be split into mini-batches."
             )
-        _validate_mini_batch_num_tokens(mini_batch_num_tokens)
+        # sentence-transformers' own rule for its cached losses (and its message).
+        if mini_batch_num_tokens is not None and mini_batch_num_tokens <= 0:
+            raise ValueError("mini_batch_num_tokens must be a positive integer or None.")
         if isinstance(client, str):  # RerankerCachedGISTEmbedLoss(model, "http://...")
             if reranker_url is not None:
                 raise ValueError("Give the reranker URL once: positionally or as reranker_url.")
