@@ -133,6 +133,23 @@ def replica_actors(deployment: str, app: str = APP) -> list[str]:
     )
 
 
+def replica_placement(deployment: str, app: str = APP) -> dict[str, tuple[str, str]]:
+    """{replica actor name: (actor id, node id)} of a deployment's live replica actors.
+
+    From the GCS actor table (``ray._private.state.actors``, a developer API): the state API
+    (``ray.util.state.list_actors``) needs the dashboard, which the test cluster leaves off."""
+    from ray._private.state import actors
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    table = actors(actor_state_name="ALIVE")
+    rows = table.values() if isinstance(table, dict) else table
+    return {
+        a["Name"]: (a["ActorID"], a["Address"]["NodeID"])
+        for a in rows
+        if a["Name"].startswith(prefix)
+    }
+
+
 def kill_replica(name: str) -> None:
     """Kill a replica's actor as a crash would: no graceful shutdown, no restart by Ray itself
     (Serve's controller notices and starts a replacement)."""
