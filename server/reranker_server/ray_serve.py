@@ -25,8 +25,10 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from .app import create_app
+from .backend import EngineState
 from .ray_backend import RayEngineBackend
 from .ray_engine import EngineReplica
+from .service import RerankService
 from .settings import Settings
 
 INGRESS = "RerankerIngress"
@@ -48,6 +50,23 @@ EngineDeployment = serve.deployment(
 )
 
 
+def ingress_broken(service: RerankService) -> str | None:
+    """Why this ingress replica cannot serve until it is replaced, or None.
+
+    Its batch queue broke (a batch hung past ``engine_batch_timeout_s``, or the queue's task
+    died): the queue then refuses all work for good, and /health answers 503 with that reason.
+    The engine failing to start in this replica (its tokenizer) is the same. No engine replica
+    running is not: that is Ray's to fix on the engine deployment, and a new ingress would not
+    help, so /health reports it and the ingress stays.
+    """
+    if service.queue.broken is not None:
+        return f"the batch queue is broken: {service.queue.broken}"
+    backend = service.backend
+    if backend.state in (EngineState.DEAD, EngineState.FAILED):
+        return backend.unavailable_reason()
+    return None
+
+
 @serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress()
 class RerankerIngress:
@@ -56,6 +75,7 @@ class RerankerIngress:
     def __init__(self, engine: DeploymentHandle, settings: dict[str, Any]) -> None:
         self._engine = engine
         self._settings = settings
+        self._app: FastAPI | None = None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         settings = Settings(**self._settings)
@@ -78,7 +98,15 @@ class RerankerIngress:
             replicas.labels(state).set_function(
                 lambda s=state: backend.replica_states.get(s, 0)  # type: ignore[misc]
             )
+        self._app = app
         return app
+
+    def check_health(self) -> None:
+        """Ray Serve's periodic health check: raising makes Ray replace this replica."""
+        if self._app is not None:
+            broken = ingress_broken(self._app.state.service)
+            if broken is not None:
+                raise RuntimeError(broken)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -1,8 +1,11 @@
 """A two-node Ray cluster on loopback, and helpers to find, kill and count Serve replicas.
 
-The head raylet listens on 127.0.0.1, the worker raylet on 127.0.0.2 (its own node, as a second
-machine would be). Each node offers one ``engine_slot``, and each engine replica needs one, so two
-engine replicas land on different nodes. The cluster's processes are started with ``--block`` in
+The head raylet listens on 127.0.0.3, the worker raylet on 127.0.0.2 (its own node, as a second
+machine would be). Not 127.0.0.1: ``ray start`` rewrites exactly "127.0.0.1" (and "localhost")
+to the machine's routable address (``services.resolve_ip_for_localhost``), so on a machine with
+a network interface the head left loopback (seen: its GCS on 192.0.2.2). Each node offers one
+``engine_slot``, and each engine replica needs one, so two engine
+replicas land on different nodes. The cluster's processes are started with ``--block`` in
 their own session and killed by process group at the end: ``ray stop`` would kill every Ray
 process on this shared machine.
 """
@@ -22,14 +25,15 @@ import ray
 from server_process import free_port
 
 APP = "reranker"
+HEAD_IP = "127.0.0.3"
 
 
 class LoopbackRayCluster:
-    """``ray start --head`` on 127.0.0.1 and ``ray start --address`` on 127.0.0.2."""
+    """``ray start --head`` on 127.0.0.3 and ``ray start --address`` on 127.0.0.2."""
 
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{HEAD_IP}:{self.port}"
         self.http_port = free_port()
         # Short: Ray's unix socket paths live under it and must stay under 108 characters.
         self.temp_dir = tempfile.mkdtemp(prefix="ray18-", dir="/tmp")
@@ -48,7 +52,7 @@ class LoopbackRayCluster:
             *ray_cli,
             "--head",
             "--node-ip-address",
-            "127.0.0.1",
+            HEAD_IP,
             "--port",
             str(self.port),
             "--include-dashboard",
@@ -67,6 +71,13 @@ class LoopbackRayCluster:
                 start_new_session=True,
             )
         ]
+        try:
+            self._start_worker(ray_cli, common, env)
+        except BaseException:
+            self.stop()  # a cluster that failed to start must not outlive the session
+            raise
+
+    def _start_worker(self, ray_cli: list[str], common: list[str], env: dict[str, str]) -> None:
         self._wait_for_nodes(1)
         worker = [*ray_cli, "--address", self.address, "--node-ip-address", "127.0.0.2", *common]
         self.procs.append(
@@ -131,6 +142,23 @@ def replica_actors(deployment: str, app: str = APP) -> list[str]:
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["name"].startswith(prefix)
     )
+
+
+def replica_placement(deployment: str, app: str = APP) -> dict[str, tuple[str, str]]:
+    """{replica actor name: (actor id, node id)} of a deployment's live replica actors.
+
+    From the GCS actor table (``ray._private.state.actors``, a developer API): the state API
+    (``ray.util.state.list_actors``) needs the dashboard, which the test cluster leaves off."""
+    from ray._private.state import actors
+
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    table = actors(actor_state_name="ALIVE")
+    rows = table.values() if isinstance(table, dict) else table
+    return {
+        a["Name"]: (a["ActorID"], a["Address"]["NodeID"])
+        for a in rows
+        if a["Name"].startswith(prefix)
+    }
 
 
 def kill_replica(name: str) -> None:

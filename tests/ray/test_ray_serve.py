@@ -1,13 +1,15 @@
-"""The Ray Serve app on a two-node loopback cluster: scores, faults, autoscaling.
+"""The Ray Serve app on a two-node loopback cluster: scores, faults, autoscaling, Redis.
 
-The tests run in file order on one cluster: a cross-encoder app first (deployed, compared,
-deleted), then the bi-encoder app, whose engine deployment autoscales between one and two
-replicas and is the one killed in the fault tests.
+The tests run in file order on one cluster: a cross-encoder app first (deployed, compared, its
+two ingress replicas shown to share scores through a real Redis, deleted), then the bi-encoder
+app, whose engine deployment autoscales between one and two replicas and is the one killed in
+the fault tests.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,11 @@ from ray_cluster import (
     LoopbackRayCluster,
     kill_replica,
     replica_actors,
+    replica_placement,
     replica_states,
     wait_until,
 )
-from server_process import ServerProcess
+from server_process import ServerProcess, metric_samples
 
 pytestmark = [pytest.mark.ray, pytest.mark.engine]
 
@@ -61,6 +64,12 @@ def _stream_body(n: int) -> dict[str, Any]:
 
 
 STREAM = [_stream_body(n) for n in range(6)]
+# What the stream's threads send, in turn: the training bodies, and /rerank (whose answer names
+# each document's index, so that a lost or doubled document shows).
+STREAM_REQUESTS: list[tuple[str, Any]] = [
+    *(("/rerank_batch_simple", n) for n in range(len(STREAM))),
+    *(("/rerank", q) for q in QUERIES),
+]
 
 
 def _answers(url: str) -> dict[str, Any]:
@@ -102,6 +111,26 @@ def _deploy(cluster: LoopbackRayCluster, settings: dict[str, Any], **engine: Any
     return url
 
 
+def _engine_replicas_metric(url: str) -> float | None:
+    """``reranker_engine_replicas{state="RUNNING"}`` from /metrics through Ray's proxy (any
+    ingress replica answers)."""
+    try:
+        samples = metric_samples(url)
+    except httpx.TransportError:
+        return None
+    return samples.get(("reranker_engine_replicas", (("state", "RUNNING"),)))
+
+
+def _wait_for_running_metric(url: str, n: int) -> None:
+    """Until several scrapes in a row (reaching either ingress replica) report n RUNNING."""
+    wait_until(
+        lambda: all(_engine_replicas_metric(url) == n for _ in range(4)),
+        30,
+        f"/metrics to report {n} running engine replicas",
+    )
+    assert replica_states("RerankerEngine").get("RUNNING", 0) == n
+
+
 def _health(url: str) -> httpx.Response:
     try:
         return httpx.get(f"{url}/health", timeout=10)
@@ -139,16 +168,44 @@ def tmp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ray-tests")
 
 
-def test_cross_encoder_scores_match_single_process_server(
-    ray_cluster: LoopbackRayCluster, cross_encoder_dir: Path, cross_encoder_reference: dict
+def test_cross_encoder_scores_match_single_process_server_and_ingress_replicas_share_redis(
+    ray_cluster: LoopbackRayCluster,
+    cross_encoder_dir: Path,
+    cross_encoder_reference: dict,
+    redis_url: str,
 ) -> None:
     from ray import serve
 
-    url = _deploy(ray_cluster, {"model": str(cross_encoder_dir), "dtype": "float32"})
+    settings = {"model": str(cross_encoder_dir), "dtype": "float32", "redis_url": redis_url}
+    url = _deploy(ray_cluster, settings)
     try:
         _assert_same(_answers(url), cross_encoder_reference)
+        _assert_replicas_share_scores_through_redis(url)
     finally:
         serve.delete(APP)
+
+
+def _assert_replicas_share_scores_through_redis(url: str) -> None:
+    """The same new request until a second ingress replica (another process id in
+    ``x-reranker-worker``) answers it: that replica never saw these pairs, so its hits are
+    Redis's."""
+    docs = [f"shared document {i} {uuid.uuid4().hex}" for i in range(5)]
+    body = {"query": "a query for the shared cache", "documents": docs}
+    with httpx.Client(base_url=url, timeout=60) as c:
+        first = c.post("/rerank", json=body)
+        assert first.status_code == 200, first.text
+        assert first.json()["usage"]["cache_hits"] == 0
+        worker = first.headers["x-reranker-worker"]
+        for _ in range(60):
+            r = c.post("/rerank", json=body)
+            assert r.status_code == 200, r.text
+            if r.headers["x-reranker-worker"] != worker:
+                break
+            assert r.json()["usage"]["cache_hits"] == len(docs)  # the first replica's own cache
+        else:
+            pytest.fail("60 requests through Ray's proxy all reached one ingress replica")
+    assert r.json()["usage"]["cache_hits"] == len(docs), r.json()
+    assert r.json()["results"] == first.json()["results"]
 
 
 @pytest.fixture(scope="module")
@@ -178,28 +235,41 @@ def test_bi_encoder_scores_match_single_process_server(
 
 
 class _Stream:
-    """Training-style requests (/rerank_batch_simple, the ``STREAM`` bodies in turn) from a few
-    threads until stopped; every answer is kept with the index of its request."""
+    """Training-style requests (``STREAM_REQUESTS`` in turn) from a few threads until stopped.
+
+    Every request sent is counted, and ends as one answer (kept with what was asked) or one
+    failure (an exception inside the thread, kept as text): none can vanish."""
 
     def __init__(self, url: str, threads: int = 4) -> None:
         self.url = url
-        self.done: list[tuple[int, int, Any]] = []
+        self.sent = 0
+        self.answers: list[tuple[str, Any, int, Any]] = []
+        self.failures: list[str] = []
         self._stop = threading.Event()
-        self._next = 0
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
-    def _body(self) -> int:
+    def _next(self) -> tuple[str, Any]:
         with self._lock:
-            n, self._next = self._next, self._next + 1
-        return n % len(STREAM)
+            n, self.sent = self.sent, self.sent + 1
+        return STREAM_REQUESTS[n % len(STREAM_REQUESTS)]
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=300) as c:
             while not self._stop.is_set():
-                n = self._body()
-                r = c.post("/rerank_batch_simple", json=STREAM[n])
-                self.done.append((n, r.status_code, r.json()))
+                route, what = self._next()
+                try:
+                    if route == "/rerank":
+                        r = c.post(route, json={"query": what, "documents": DOCUMENTS})
+                    else:
+                        r = c.post(route, json=STREAM[what])
+                    is_json = r.headers.get("content-type", "").startswith("application/json")
+                    body = r.json() if is_json else r.text
+                    with self._lock:
+                        self.answers.append((route, what, r.status_code, body))
+                except Exception as exc:  # noqa: BLE001 - recorded, asserted on below
+                    with self._lock:
+                        self.failures.append(f"{route}: {type(exc).__name__}: {exc}")
 
     def __enter__(self) -> _Stream:
         for t in self._threads:
@@ -211,6 +281,32 @@ class _Stream:
         for t in self._threads:
             t.join()
 
+    def assert_all_answered_completely_and_correctly(self, reference: dict[str, Any]) -> None:
+        assert self.failures == []
+        assert self.sent == len(self.answers)
+        bad = [(route, status, body) for route, _, status, body in self.answers if status != 200]
+        assert bad == []
+        for route, what, _, body in self.answers:
+            if route == "/rerank":
+                # Each document exactly once, with the single-process server's score.
+                indices = sorted(x["index"] for x in body["results"])
+                assert indices == list(range(len(DOCUMENTS))), body
+                by_index = {x["index"]: x["relevance_score"] for x in body["results"]}
+                got = [by_index[i] for i in range(len(DOCUMENTS))]
+                assert got == pytest.approx(reference[f"/rerank {what}"], abs=1e-5)
+            else:
+                want = reference["stream"][what]
+                assert len(body["scores"]) == len(STREAM[what]["pairs"]) == len(want)
+                assert body["scores"] == pytest.approx(want, abs=1e-5)
+
+
+def _engines_on_different_nodes() -> dict[str, tuple[str, str]]:
+    placement = replica_placement("RerankerEngine")
+    assert len(placement) == 2, placement
+    nodes = {node for _, node in placement.values()}
+    assert len(nodes) == 2, f"both engine replicas on one node: {placement}"
+    return placement
+
 
 def test_sustained_load_scales_engines_up_then_a_killed_replica_loses_nothing(
     minilm_app: str, minilm_reference: dict[str, Any]
@@ -221,19 +317,30 @@ def test_sustained_load_scales_engines_up_then_a_killed_replica_loses_nothing(
             420,  # the second engine loads while the stream keeps both cores busy
             "load to scale the engine deployment to 2 running replicas",
         )
-        engines = replica_actors("RerankerEngine")
-        assert len(engines) == 2
-        answered_before_kill = len(stream.done)
-        kill_replica(engines[0])
-        # Keep the stream going until well after the kill has been seen and retried.
-        wait_until(lambda: len(stream.done) > answered_before_kill + 8, 120, "more answers")
-    statuses = [s for _, s, _ in stream.done]
-    assert statuses.count(200) == len(statuses), sorted(set(statuses))
-    # Every answer complete and right: as the single-process server answered the same request.
-    for n, _, answer in stream.done:
-        want = minilm_reference["stream"][n]
-        assert len(answer["scores"]) == len(want)
-        assert answer["scores"] == pytest.approx(want, abs=1e-5)
+        before = _engines_on_different_nodes()
+        _wait_for_running_metric(minilm_app, 2)
+        killed = sorted(before)[0]
+        killed_id = before[killed][0]
+        answered_before_kill = len(stream.answers)
+        kill_replica(killed)
+
+        def replaced() -> bool:
+            now = replica_placement("RerankerEngine")
+            return (
+                replica_states("RerankerEngine") == {"RUNNING": 2}
+                and len(now) == 2
+                and killed not in now
+                and killed_id not in {actor for actor, _ in now.values()}
+            )
+
+        # The stream keeps the autoscaler asking for 2 while Ray loads the replacement.
+        wait_until(replaced, 300, "Ray to replace the killed engine replica")
+        after = _engines_on_different_nodes()
+        assert killed_id not in {actor for actor, _ in after.values()}
+        # And answers keep coming after the kill, through the retries and the replacement.
+        wait_until(lambda: len(stream.answers) > answered_before_kill + 8, 120, "more answers")
+    assert len(stream.answers) > answered_before_kill
+    stream.assert_all_answered_completely_and_correctly(minilm_reference)
 
 
 def test_idle_scales_engines_back_down(minilm_app: str) -> None:
@@ -243,6 +350,7 @@ def test_idle_scales_engines_back_down(minilm_app: str) -> None:
         "idle to scale the engine deployment back to 1 replica",
     )
     assert _health(minilm_app).status_code == 200
+    _wait_for_running_metric(minilm_app, 1)
 
 
 def test_killed_ingress_replica_is_replaced(minilm_app: str) -> None:
@@ -272,6 +380,7 @@ def test_no_engine_replica_gives_503_with_retry_after(minilm_app: str) -> None:
     wait_until(lambda: _health(minilm_app).status_code == 503, 60, "/health to turn 503")
     health = _health(minilm_app).json()
     assert "no engine replica is running" in str(health), health
+    _wait_for_running_metric(minilm_app, 0)
     body = {"query": "a query never asked before", "documents": ["a document never seen"]}
     r = httpx.post(f"{minilm_app}/rerank", json=body, timeout=60)
     assert r.status_code == 503, r.text
