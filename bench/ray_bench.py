@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _processes import ROOT, EngineProcess, ServerProcess
-
-sys.path.insert(0, str(ROOT / "tests" / "ray"))
-from ray_cluster import LoopbackRayCluster, wait_until  # noqa: E402
+from _processes import EngineProcess, ServerProcess
+from reranker_server.testing.ray_cluster import LoopbackRayCluster, wait_until
 
 _MODULES = (
     "os", "json", "re", "collections", "itertools", "functools", "pathlib", "shutil", "string",

@@ -8,7 +8,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
-from ray_cluster import LoopbackRayCluster  # noqa: E402 - only with ray installed
+from reranker_server.testing.ray_cluster import LoopbackRayCluster  # noqa: E402 - needs ray
 from server_process import RedisProcess  # noqa: E402
 
 

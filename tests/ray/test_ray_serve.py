@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ray_cluster import (
+from reranker_server.testing.ray_cluster import (
     APP,
     LoopbackRayCluster,
     kill_replica,

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from server_process import free_port
+
+from .processes import free_port
 
 APP = "reranker"
 HEAD_IP = "127.0.0.3"
+#: Token authentication off, explicitly, for the loopback test cluster and its clients.
+AUTH_ENV = {"RAY_AUTH_MODE": "disabled"}
 
 
 class LoopbackRayCluster:
@@ -37,6 +40,12 @@ class LoopbackRayCluster:
         self.http_port = free_port()
         # Short: Ray's unix socket paths live under it and must stay under 108 characters.
         self.temp_dir = tempfile.mkdtemp(prefix="ray18-", dir="/tmp")
+        # Ray 2.60 turns token authentication on for a new cluster, and for any cluster once a
+        # token exists in ~/.ray/auth_token (left there by any earlier ray.init on the machine),
+        # so a cluster started without it refused the probe ("InvalidAuthToken"). This cluster is
+        # on loopback only, and its driver and probes are this process and its children: the
+        # mode is set explicitly for all of them (see ``AUTH_ENV``), whatever ~/.ray holds.
+        os.environ.update(AUTH_ENV)
         env = {
             **os.environ,
             "RAY_USAGE_STATS_ENABLED": "0",
