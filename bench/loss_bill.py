@@ -484,10 +484,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         text_columns = [[texts[i] for i in column] for column in id_columns]
         plain_sent, plain_masked, identity = plain_bill(id_columns, guide, blocks)
         three = 3 * batch_size**2
+        area = batch_size**2
+        plain_keys = np.fromiter(plain_masked, dtype=np.int64)
+        by_block = {
+            block.name: int((plain_keys // area == index).sum())
+            for index, block in enumerate(blocks)
+        }
         print(
             f"{batch_size:>5} | {'-':>7} | {'plain':>12} | {human(plain_sent):>10} | "
             f"{plain_sent / three:>9.2%} | {1:>7.1%} | {'':>6} | {len(plain_masked):>7} | "
             f"{identity:>8} |",
+            flush=True,
+        )
+        print(
+            f"{'':>5}   false negatives by block: "
+            + ", ".join(f"{k} {v}" for k, v in by_block.items()),
             flush=True,
         )
         for student_name in args.students:
@@ -512,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 # A sent candidate is masked exactly as in the plain loss.
                 assert masked <= plain_masked
                 recall = len(masked) / len(plain_masked) if plain_masked else 1.0
+                kept = np.fromiter(masked, dtype=np.int64)
+                missed_by_block = {
+                    block.name: by_block[block.name] - int((kept // area == index).sum())
+                    for index, block in enumerate(blocks)
+                }
                 results.append(
                     {
                         "batch_size": batch_size,
@@ -520,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "pairs_sent": sent,
                         "share_of_3B2": sent / three,
                         "false_negatives": len(plain_masked),
+                        "false_negatives_by_block": by_block,
+                        "missed_by_block": missed_by_block,
                         "masked": len(masked),
                         "recall": recall,
                         # null for the presets, which do not estimate it
@@ -534,6 +552,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"{sent / three:>9.2%} | {recall:>7.1%} | "
                     f"{selection.estimated_recall:>6.1%} | {len(plain_masked):>7} | "
                     f"{identity:>8} | {time.monotonic() - step_started:>4.0f}",
+                    flush=True,
+                )
+                print(
+                    f"{'':>5}   missed by block: "
+                    + ", ".join(f"{k} {v}" for k, v in missed_by_block.items()),
                     flush=True,
                 )
     total = time.monotonic() - started

@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from reranker_client.losses._candidates import Candidates, loss_blocks
-from reranker_client.losses._recall_budget import (
-    _BlockRanking,
-    _Ledger,
-    _recall,
-    _record_audit,
-    _Stratum,
-)
+from reranker_client.losses._recall_audit import RecallAudit, Stratum
+from reranker_client.losses._recall_budget import _Ledger
 from reranker_client.losses._verdict_expansion import VerdictExpansion
 
 BLOCKS = loss_blocks(3, contrast_anchors=True, contrast_positives=True)  # ap, aa, pp, an
@@ -102,7 +97,7 @@ def test_proposals_are_ordered_by_the_students_score_within_a_tier() -> None:
 
 
 def test_stratum_misses_subtract_what_any_round_found_and_stop_at_zero() -> None:
-    stratum = _Stratum(begin=100, end=1100, size=1000, sampled=np.arange(100, 200))
+    stratum = Stratum(begin=100, end=1100, size=1000, sampled=np.arange(100, 200))
     stratum.hits = 5  # 5% of the sample: an estimated 50 false negatives in the stratum
     stratum.found = 5  # only the sample's own
     assert stratum.estimated_misses() == 45.0  # the usual hits * (size / n - 1)
@@ -110,34 +105,36 @@ def test_stratum_misses_subtract_what_any_round_found_and_stop_at_zero() -> None
     assert stratum.estimated_misses() == 20.0
     stratum.found = 80  # more than the sample's estimate: nothing left to miss, not negative
     assert stratum.estimated_misses() == 0.0
-    assert _Stratum(0, 10, 10, np.zeros(0, dtype=np.int64), found=3).estimated_misses() == 0.0
+    assert Stratum(0, 10, 10, np.zeros(0, dtype=np.int64), found=3).estimated_misses() == 0.0
 
 
 def test_found_false_negatives_are_counted_in_the_stratum_they_fall_in() -> None:
     batch_size = 10
     ids = _distinct_texts(batch_size)
-    blocks = BLOCKS[:1]  # ap only
+    blocks = BLOCKS[:2]  # ap and aa: one ranking over both
     area = batch_size * batch_size
-    order = np.array([r * batch_size + c for r in range(batch_size) for c in range(batch_size)])
-    order = order[order // batch_size != order % batch_size][:40]  # the ranking's first 40
-    band = _Stratum(10, 20, 10, order[10:12])
-    deeper = _Stratum(20, 40, 20, order[20:22])
-    rest_sample = np.array([9 * batch_size + 8])  # beyond the ranking's depth
-    rest = _Stratum(40, 40, area - batch_size - 40, rest_sample)
-    ranking = _BlockRanking(order, rest, 10, [band, deeper], np.zeros(0, np.int64), 40)
+    flat = np.array([r * batch_size + c for r in range(batch_size) for c in range(batch_size)])
+    flat = flat[flat // batch_size != flat % batch_size]
+    # The global ranking interleaves the blocks: ap, aa, ap, aa, ... (keys block * B**2 + flat).
+    order = np.stack([flat, flat + area], axis=1).ravel()[:40]
+    band = Stratum(10, 20, 10, order[10:12])
+    deeper = Stratum(20, 40, 20, order[20:22])
+    rest_sample = np.array([area + 9 * batch_size + 8])  # aa, beyond the ranking
+    rest = Stratum(40, 40, 2 * (area - batch_size) - 40, rest_sample)
+    audit = RecallAudit(order, 10, [band, deeper, rest])
     ledger = _Ledger(ids, blocks, batch_size)
     # Found: one in the sent prefix, the band's first sampled (a hit), two more in the band
     # found by another round, one in the deeper band outside its sample, one in the rest.
-    hits = [order[0], order[10], order[14], order[15], order[30], 9 * batch_size + 7]
+    hits = [order[0], order[10], order[14], order[15], order[30], area + 9 * batch_size + 7]
     ledger.mark_found(np.array(hits))
-    _record_audit([ranking], ledger)
+    audit.record(ledger.newly_found(), ledger.found_map)
     assert (band.hits, band.found) == (1, 3)
     assert (deeper.hits, deeper.found) == (0, 1)
     assert (rest.hits, rest.found) == (0, 1)
     # The band: 1 of 2 sampled is a hit, so ~5 false negatives, 3 found: 2 missed. The deeper
     # band and the rest: no sample hit, nothing estimated missed.
     assert band.estimated_misses() == 2.0
-    assert _recall(ledger.found, [ranking]) == 6 / 8
+    assert audit.recall(ledger.found) == 6 / 8
 
 
 def test_proposals_leave_out_the_scored_candidates_and_keep_the_order_of_the_rest() -> None:

@@ -78,6 +78,31 @@ class GuideJudge:
         """Distinct pairs scored so far in this step."""
         return len(self._keys)
 
+    @property
+    def cutoffs(self) -> np.ndarray | None:
+        """Each anchor's cutoff: a candidate of row ``i`` is masked when its score is above
+        ``cutoffs[i]`` (the threshold less the margin; NaN, never masked, for an empty text).
+        ``None`` before the first call."""
+        if self.thresholds is None:
+            return None
+        t = self.thresholds
+        if self.margin_strategy == "absolute":
+            return t - self.margin
+        return t - np.abs(t) * self.margin
+
+    def scores(self, candidates: Candidates) -> np.ndarray:
+        """The guide's scores of ``candidates`` already scored in this step, without a call
+        (NaN for those not scored: identical or empty texts, or not asked yet)."""
+        cq, cd = candidates.text_ids(self.blocks, self.step.ids)
+        keys = cq * self._n + cd
+        out = np.full(len(keys), np.nan)
+        if not len(self._keys):
+            return out
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        hit = self._keys[at] == keys
+        out[hit] = self._values[at[hit]]
+        return out
+
     def __call__(self, candidates: Candidates) -> np.ndarray:
         """Which of ``candidates`` are masked (one ``score_pairs`` call for the new pairs)."""
         cq, cd = candidates.text_ids(self.blocks, self.step.ids)

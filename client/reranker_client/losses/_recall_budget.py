@@ -1,32 +1,31 @@
-"""The optimized loss's default selection: a batch-scaled candidate budget that holds a recall.
+"""The optimized loss's default selection: one global allocation by expected yield, on the
+guide's scale, that holds a recall.
 
-Which in-batch candidates are false negatives is known only to the reranker. The student ranks
-every block's candidates by ``cos(query_i, document_j) - cos(anchor_i, positive_i)`` (how much
-closer the candidate is than the anchor's own positive, the quantity GIST compares) and the
-loss sends a prefix of that ranking. How long a prefix is needed depends on the batch, the data
-and how well the student ranks, so the loss measures it instead of guessing:
+Which in-batch candidates are false negatives is known only to the reranker; on real text they
+are concentrated (a few anchors whose own positive scores low let nearly every candidate through,
+in every block), so a budget split per block or per anchor cannot follow them. A step instead
+ranks the candidates of all blocks and anchors together, by how likely each is to be masked:
 
-- Budgets are shares of each block's ``B**2`` candidates (so they scale with the batch) and are
-  kept per block, so that one block (typically anchor-anchor) cannot crowd the others out.
-- Each step also scores a small random *audit* sample of the candidates it did not send, drawn
-  from strata of the ranking (the next bands, doubling in size, then the rest), and estimates
-  from it how many false negatives were missed: the estimated recall of the step.
-- With ``target_recall``, while the estimate is below the target, the step first asks about the
-  candidates its false negatives so far imply (the guide-verified expansion of
-  :mod:`._verdict_expansion`: a false negative between two rows' texts makes the other blocks'
-  pairs between them, and pairs two verified links apart, likely false negatives too, whatever
-  the student thinks of them), round after round while new links appear; when the expansion
-  has nothing new, it sends the next band of the block with the most estimated misses. Each
-  round is another ``score_pairs`` call; all stop at ``max_budget_ratio``, counted in distinct
-  text pairs (what the judge scores). The next step starts from the band budget this one
-  needed, shrinking slowly when the target was met without growing.
-- A stratum's estimated misses are the false negatives its sample promises (``hits x size /
-  sampled``) less those any round found in it (the sample's own, the expansion's), never below
-  0: the expansion scores pairs inside audited strata, and what it found there is not missed.
-  With few sample hits per stratum the estimate is noisy, in both directions.
+1. The first call scores a small random *calibration* sample of every block (and the B
+   anchor-positive pairs, which give every anchor's *cutoff*: its own positive's score less the
+   margin). Candidates whose two texts are identical are masked without being scored.
+2. Each block maps the student's cosine onto the guide's scale with a linear fit
+   (:mod:`._guide_calibration`); a candidate's ``Phi(z)``, ``z = (fit(s) - cutoff_i) / sigma``,
+   is its expected yield. The second call sends the prefix of the global ranking by ``z`` whose
+   expected yield reaches ``target_recall`` of the expected false negatives (at least
+   ``budget_ratio`` of ``blocks x B**2``), with a stratified *audit* sample of the rest
+   (:mod:`._recall_audit`), from which the step estimates its recall.
+3. While the estimate is below ``target_recall``, each further call (a *round*) refits the
+   calibration on every verdict back so far and sends either the next candidates of the
+   refitted global ranking (as many as the estimated misses call for, at least a quarter of
+   what the step sent so far) or the candidates the verdicts imply (the guide-verified
+   expansion of :mod:`._verdict_expansion`: a false negative between two rows' texts makes the
+   other blocks' pairs between them, and pairs two verified links apart, likely false negatives
+   too), whichever yielded more masked candidates per pair in its last round. All stops at
+   ``max_budget_ratio``, counted in distinct text pairs (what the judge scores).
 
 Everything here is pure (no I/O): :meth:`CandidateBudget.run` gets a ``judge`` that scores
-candidates and says which are masked.
+candidates, says which are masked, and gives back their scores and the anchors' cutoffs.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -42,22 +41,36 @@ import torch
 from torch import Tensor
 
 from ._candidates import Block, Candidates
+from ._guide_calibration import GuideCalibration, LinearFit, probability
 from ._judge import Selection
+from ._recall_audit import (
+    BANDS,
+    MIN_AUDIT_PER_STRATUM,
+    REST_AUDIT,
+    RecallAudit,
+    Stratum,
+    band_bounds,
+)
 from ._sorted_keys import first_occurrences, in_sorted, merge_sorted
 from ._texts import StepTexts, identical
 from ._verdict_expansion import VerdictExpansion
 
 logger = logging.getLogger(__name__)
 
-#: Fraction by which a block's starting budget shrinks after a step that met the target unaided.
-_SHRINK = 0.8
-#: Fewest audit samples per stratum: below this the estimate is mostly noise.
-_MIN_AUDIT_PER_STRATUM = 32
-#: The rest of the ranking (most of a block) gets this many times a band's audit sample: its
-#: false negatives are sparse, and the expansion finds many of them, so its estimate needs more.
-_REST_AUDIT = 4
-#: Strata of the ranking beyond the sent prefix: bands of 1, 2, 4, 8 x the prefix, then the rest.
-_BANDS = 4
+#: Least size of a further round, as a share of the pairs the step sent so far.
+_MIN_ROUND_SHARE = 0.25
+#: A further round of the ranking asks for this many times the estimated misses in expected yield.
+_OVERSHOOT = 1.5
+#: Most of the room (below the cap) the first allocation may take, with a target.
+_FIRST_SHARE = 0.5
+#: The expansion goes first while its rounds yielded at least this share of the last ranking
+#: round's masked candidates per pair.
+_EXPANSION_PAYS = 0.5
+#: The yield assumed of an expansion not tried yet: it goes first after a first allocation that
+#: yielded at most twice this.
+_UNTRIED_EXPANSION = 0.25
+#: Candidates scored per gather of the student's similarities.
+_GATHER_CHUNK = 65536
 
 
 class Judge(Protocol):
@@ -68,40 +81,52 @@ class Judge(Protocol):
         """Distinct pairs scored so far in the step: what the budget counts."""
         ...
 
+    @property
+    def cutoffs(self) -> np.ndarray | None:
+        """Each anchor's cutoff (masked above it), known after the first call."""
+        ...
+
+    def scores(self, candidates: Candidates) -> np.ndarray:
+        """The guide's scores of candidates already scored (NaN otherwise), without a call."""
+        ...
+
     def __call__(self, candidates: Candidates) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class RecallBudget:
-    """Selection strategy (the optimized loss's default): a batch-scaled budget holding a recall.
+    """Selection strategy (the optimized loss's default): a global allocation by expected yield.
 
-    Each block sends the top ``budget_ratio`` of its ``B**2`` candidates, ranked by the student's
-    ``cos(query_i, document_j) - cos(anchor_i, positive_i)``; an audit sample of the rest
-    estimates the recall, and while it is below ``target_recall`` the step asks about what the
-    verdicts imply and then the next band of the ranking, up to ``max_budget_ratio`` (see
-    :mod:`reranker_client.losses._recall_budget`). The budgets carry over from step to step.
+    Each step scores a random calibration sample, maps the student's similarities onto the
+    guide's scale per block, and sends the candidates of all blocks and anchors in one ranking by
+    their chance to be above their anchor's cutoff, as many as ``target_recall`` of the expected
+    false negatives need; a stratified audit sample of the rest estimates the recall, and while
+    it is below ``target_recall`` further rounds refit on the verdicts and send the next of the
+    ranking or what the verdicts imply, up to ``max_budget_ratio`` (see
+    :mod:`reranker_client.losses._recall_budget`).
 
     Attributes:
-        budget_ratio: Starting share of each block's ``B**2`` candidates sent in a step's first
-            call.
-        max_budget_ratio: Most pairs a step may send, as a share of the naive pairs
-            (``blocks x B**2``), audit included.
-        target_recall: Estimated recall a step grows its budget to reach (``None``: never grow).
-        audit_ratio: Audit sample per block, as a share of its ``B**2`` candidates.
-        seed: Seed of the audit sampling.
-        expand: Whether the step asks about the candidates its false negatives imply (the
-            guide-verified expansion of :mod:`._verdict_expansion`) before growing a band.
+        budget_ratio: Least first allocation, as a share of the naive pairs (``blocks x B**2``).
+        max_budget_ratio: Most pairs a step may send, as a share of the naive pairs, calibration
+            and audit included (0.03: 4% of 3B**2 for triplets).
+        target_recall: Estimated recall a step sends more to reach (``None``: one allocation).
+        audit_ratio: Audit sample, as a share of the naive pairs.
+        calibration_ratio: Random calibration sample per block, as a share of its ``B**2``.
+        seed: Seed of the calibration and audit sampling.
+        expand: Whether further rounds may ask about the candidates the false negatives imply
+            (the guide-verified expansion of :mod:`._verdict_expansion`).
     """
 
-    budget_ratio: float = 0.004
-    max_budget_ratio: float = 0.015
+    budget_ratio: float = 0.002
+    max_budget_ratio: float = 0.03
     target_recall: float | None = 0.99
     audit_ratio: float = 0.0005
+    calibration_ratio: float = 0.0005
     seed: int = 0
     expand: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("budget_ratio", "max_budget_ratio", "audit_ratio"):
+        for name in ("budget_ratio", "max_budget_ratio", "audit_ratio", "calibration_ratio"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -114,84 +139,98 @@ class RecallBudget:
             raise ValueError(f"target_recall must be in (0, 1] or None, got {self.target_recall}")
 
     def start(self, *, chunk_size: int = 0, show_progress_bar: bool = False) -> CandidateBudget:
-        """The selector a loss runs every step: its budgets carry from one step to the next."""
+        """The selector a loss runs every step (its sampling continues from step to step)."""
         return CandidateBudget(self)
 
 
-@dataclass
-class _Stratum:
-    """A band of a block's ranking beyond the sent prefix, and its audit sample.
+class _StepCandidates:
+    """The student's view of one step: every block's similarities, valid candidates, cutoffs."""
 
-    ``hits``: false negatives in the audit sample; ``found``: false negatives in the stratum
-    found by any round (the sample's, the expansion's, ...).
-    """
+    def __init__(
+        self,
+        normalized: Sequence[Tensor],
+        text_ids: Sequence[np.ndarray],
+        blocks: Sequence[Block],
+        cutoffs: np.ndarray,
+    ) -> None:
+        self.normalized = normalized
+        self.blocks = list(blocks)
+        self.batch_size = normalized[0].shape[0]
+        self.area = self.batch_size * self.batch_size
+        # A row whose cutoff is NaN (an empty text) never masks: no candidate of it is valid.
+        cut = torch.as_tensor(cutoffs, dtype=normalized[0].dtype)
+        self.cutoffs = torch.where(torch.isnan(cut), torch.full_like(cut, math.inf), cut)
+        self.valid_map = np.concatenate(
+            [_valid(text_ids, block, cutoffs).ravel() for block in blocks]
+        )
 
-    begin: int
-    end: int
-    size: int
-    sampled: np.ndarray
-    hits: int = 0
-    found: int = 0
+    def similarity(self, index: int) -> Tensor:
+        block = self.blocks[index]
+        return self.normalized[block.query_column] @ self.normalized[block.document_column].T
 
-    def estimated_misses(self) -> float:
-        """False negatives of the stratum not found: the sample's estimate of all of them, less
-        those found, and never below 0.
-
-        Without expansion ``found`` is ``hits`` and this is the usual ``hits * (size / n - 1)``;
-        when other rounds scored pairs inside the stratum, what they found is no longer missed.
-        """
-        if not len(self.sampled):
-            return 0.0
-        return max(0.0, self.hits * (self.size / len(self.sampled)) - self.found)
-
-
-@dataclass
-class _BlockRanking:
-    """One block's candidates, best first (flat ``row * B + col`` indices), and its strata.
-
-    ``depth``: how far ``order`` goes; the ``rest`` stratum is every valid candidate beyond it.
-    """
-
-    order: np.ndarray
-    rest: _Stratum
-    sent: int
-    strata: list[_Stratum]
-    identical: np.ndarray
-    depth: int
-    #: Sorted positions (see :meth:`positions`) of the candidates found so far, identical texts
-    #: left out: kept by :func:`_record_audit`.
-    found_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    _sorted: np.ndarray | None = None
-    _where: np.ndarray | None = None
-
-    def positions(self, flat: np.ndarray) -> np.ndarray:
-        """Rank of each candidate (``row * B + col``) in ``order``; ``depth`` if beyond it."""
-        if self._sorted is None:
-            self._where = np.argsort(self.order, kind="stable")
-            self._sorted = self.order[self._where]
-        assert self._where is not None
-        flat = np.asarray(flat, dtype=np.int64)
-        out = np.full(flat.shape, self.depth, dtype=np.int64)
-        if not len(self._sorted):
-            return out
-        at = np.minimum(np.searchsorted(self._sorted, flat), len(self._sorted) - 1)
-        hit = self._sorted[at] == flat
-        out[hit] = self._where[at[hit]]
+    def gather(self, candidates: Candidates) -> np.ndarray:
+        """The student's cosine of each candidate."""
+        out = np.empty(len(candidates), dtype=np.float64)
+        for index in np.unique(candidates.block).tolist():
+            pick = np.flatnonzero(candidates.block == index)
+            block = self.blocks[index]
+            query = self.normalized[block.query_column]
+            document = self.normalized[block.document_column]
+            for begin in range(0, len(pick), _GATHER_CHUNK):
+                part = pick[begin : begin + _GATHER_CHUNK]
+                r = torch.as_tensor(candidates.row[part])
+                c = torch.as_tensor(candidates.col[part])
+                out[part] = (query[r] * document[c]).sum(-1).cpu().numpy()
         return out
+
+    @torch.no_grad()
+    def ranking(
+        self, fits: Sequence[LinearFit], exclude: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """The ``k`` valid candidates not in ``exclude`` with the highest ``z`` over all blocks
+        (keys and ``z``, best first), and the expected false negatives among all of them."""
+        keys, values, expected = [], [], 0.0
+        for index, fit in enumerate(fits):
+            z = fit.z(self.similarity(index), self.cutoffs[:, None]).flatten()
+            span = slice(index * self.area, (index + 1) * self.area)
+            out = torch.from_numpy(~self.valid_map[span] | exclude[span])
+            z = z.masked_fill(out, -math.inf)
+            expected += float(probability(z).sum())
+            top, at = torch.topk(z, min(k, self.area))
+            keys.append(at.cpu().numpy() + index * self.area)
+            values.append(top.cpu().numpy())
+        all_keys, all_values = np.concatenate(keys), np.concatenate(values)
+        order = np.argsort(-all_values, kind="stable")[:k]
+        all_keys, all_values = all_keys[order], all_values[order]
+        finite = all_values > -math.inf
+        return all_keys[finite], all_values[finite], expected
+
+    def candidates(self, keys: np.ndarray) -> Candidates:
+        keys = np.asarray(keys, dtype=np.int64)
+        flat = keys % self.area
+        return Candidates(keys // self.area, flat // self.batch_size, flat % self.batch_size)
+
+
+def _valid(text_ids: Sequence[np.ndarray], block: Block, cutoffs: np.ndarray | None) -> np.ndarray:
+    """Candidates of a block the ranking may send: not a diagonal pair, not identical texts, a
+    row that masks at all."""
+    query = np.asarray(text_ids[block.query_column])
+    document = np.asarray(text_ids[block.document_column])
+    valid = ~identical(query[:, None], document[None, :])
+    if block.has_diagonal_pair:
+        np.fill_diagonal(valid, False)
+    if cutoffs is not None:
+        valid &= ~np.isnan(cutoffs)[:, None]
+    return valid
 
 
 class CandidateBudget:
-    """The per-block budgets of the optimized loss, carried from one step to the next."""
+    """The optimized loss's selector: one global allocation per step (see the module docstring)."""
 
     def __init__(self, config: RecallBudget) -> None:
         self.config = config
-        self._ratio: dict[str, float] = {}
         self._rng = np.random.default_rng(config.seed)
         self._warned_short = False
-
-    def ratios(self) -> dict[str, float]:
-        """Each block's current starting budget, as a share of its ``B**2`` candidates."""
-        return dict(self._ratio)
 
     def __call__(
         self,
@@ -203,6 +242,7 @@ class CandidateBudget:
         """The selector's call (see :meth:`run`)."""
         return self.run(columns, step.ids, blocks, judge)
 
+    @torch.no_grad()
     def run(
         self,
         columns: Sequence[Tensor],
@@ -210,164 +250,225 @@ class CandidateBudget:
         blocks: Sequence[Block],
         judge: Judge,
     ) -> Selection:
-        """Send each block's budget plus the audit, then expand and grow while below target."""
+        """Calibrate, send the first allocation with its audit, then refit and send more while
+        the estimated recall is below target."""
+        config = self.config
         batch_size = columns[0].shape[0]
         area = batch_size * batch_size
-        cap = max(1, int(self.config.max_budget_ratio * len(blocks) * area))
+        naive = len(blocks) * area
+        cap = max(1, int(config.max_budget_ratio * naive))
         normalized = [torch.nn.functional.normalize(c.detach().float(), dim=-1) for c in columns]
-        rankings = [
-            self._rank(normalized, text_ids, block, cap, area, batch_size) for block in blocks
-        ]
         ledger = _Ledger(text_ids, blocks, batch_size)
-        first = []
-        for index, ranking in enumerate(rankings):
-            first.append(_flat_candidates(index, ranking.order[: ranking.sent], batch_size))
-            # Masked by identity in the judge, without a call; listed so that the masks hold them.
-            first.append(_flat_candidates(index, ranking.identical, batch_size))
-            for stratum in [*ranking.strata, ranking.rest]:
-                first.append(_flat_candidates(index, stratum.sampled, batch_size))
-        ledger.send(judge, ledger.fresh(Candidates.concat(first)))
-        _record_audit(rankings, ledger)
-        audit = sum(len(s.sampled) for r in rankings for s in [*r.strata, r.rest])
-        expansion = VerdictExpansion(normalized, text_ids, blocks) if self.config.expand else None
+
+        # Round 1: the identical texts (masked without a call), a calibration sample per block,
+        # and with them the anchors' threshold pairs.
+        per_block = max(MIN_AUDIT_PER_STRATUM, math.ceil(config.calibration_ratio * area))
+        identical_keys = np.concatenate(
+            [
+                np.flatnonzero(_identical_candidates(text_ids, block)) + index * area
+                for index, block in enumerate(blocks)
+            ]
+        )
+        sample = np.concatenate(
+            [
+                self._calibration_sample(_valid(text_ids, block, None).ravel(), per_block)
+                + index * area
+                for index, block in enumerate(blocks)
+            ]
+        )
+        first = _keys_to_candidates(np.concatenate([identical_keys, sample]), batch_size)
+        ledger.send(judge, ledger.within(ledger.fresh(first), cap))
+        cutoffs = judge.cutoffs
+        assert cutoffs is not None
+        view = _StepCandidates(normalized, text_ids, blocks, cutoffs)
+        calibration = GuideCalibration(len(blocks))
+        self._calibrate(calibration, view, judge, ledger.candidates())
+        ledger.newly_found()  # found before the audit's strata exist: in none of them
+
+        # Round 2: the first allocation by expected yield, with the audit of the rest.
+        per_stratum = max(
+            MIN_AUDIT_PER_STRATUM, math.ceil(config.audit_ratio * naive / (BANDS + 1))
+        )
+        audit_size = per_stratum * (BANDS + REST_AUDIT)
+        room = max(0, cap - judge.scored_pairs - audit_size)
+        fits = calibration.fits()
+        keys, z, expected = view.ranking(fits, ledger.scored_map, max(room, 1))
+        target = config.target_recall
+        aim = (target if target is not None else 0.99) * (ledger.found + expected) - ledger.found
+        cumulative = np.cumsum(probability(torch.from_numpy(z)).numpy())
+        prefix = int(np.searchsorted(cumulative, aim)) + 1
+        # At most half the room: the refitted ranking and the expansion get the rest.
+        most = max(1, int(_FIRST_SHARE * room)) if target is not None else room
+        prefix = min(len(keys), most, max(prefix, math.ceil(config.budget_ratio * naive)))
+        chosen = ledger.within(ledger.fresh(view.candidates(keys[:prefix])), room)
+        prefix = len(chosen)
+        unscored = int((view.valid_map & ~ledger.scored_map).sum())
+        depth = min(unscored, max(prefix, 1) * 2**BANDS)
+        if depth > len(keys):
+            keys, _, _ = view.ranking(fits, ledger.scored_map, depth)
+        audit = self._audit(keys[:depth], prefix, unscored, per_stratum, view, ledger)
+        audited = ledger.fresh(view.candidates(audit.sampled()))
+        sent = ledger.within(Candidates.concat([audited, chosen]), cap - judge.scored_pairs)
+        verdicts = ledger.send(judge, sent)
+        first_yield = float(verdicts[len(audited) :].mean()) if len(sent) > len(audited) else 0.0
+        scored_before = len(ledger.candidates())
+        self._calibrate(calibration, view, judge, ledger.candidates())
+        self._record(audit, ledger, view)
+
+        expansion = VerdictExpansion(normalized, text_ids, blocks) if config.expand else None
         if expansion is not None:
             expansion.add(ledger.candidates(), ledger.masked())
-        grew = [False] * len(blocks)
-        target = self.config.target_recall
-        while target is not None and _recall(ledger.found, rankings) < target:
+        queue = Candidates.concat([])
+        # The first allocation's yield is the ranking's until a later round of it.
+        yields: dict[str, float] = {"ranking": first_yield}
+        sent_by: dict[str, int] = {}
+        masked_by: dict[str, int] = {}
+        while target is not None and audit.recall(ledger.found) < target:
             room = cap - judge.scored_pairs
             if room <= 0:
                 break
-            if expansion is not None and expansion.pending:
-                more = ledger.within(ledger.fresh(expansion.propose(ledger.scored_map)), room)
-                if len(more):
-                    masked = ledger.send(judge, more)
-                    links = expansion.add(more, masked)
-                    _record_audit(rankings, ledger)
-                    logger.debug(
-                        "expansion round: %d candidates, %d masked, %d new links; %d pairs scored",
-                        len(more),
-                        int(masked.sum()),
-                        links,
-                        judge.scored_pairs,
-                    )
+            size = max(1, math.ceil(_MIN_ROUND_SHARE * judge.scored_pairs))
+            if expansion is not None and not len(queue) and expansion.pending:
+                queue = expansion.propose(ledger.scored_map)
+            if len(queue):
+                queue = ledger.fresh(queue)
+            pays = (
+                yields.get("expansion", _UNTRIED_EXPANSION) >= _EXPANSION_PAYS * yields["ranking"]
+            )
+            if len(queue) and pays:
+                assert expansion is not None
+                more = ledger.within(queue, room)
+                queue = Candidates.concat([])
+                kind = "expansion"
+            else:
+                missed = audit.estimated_misses()
+                aim = _OVERSHOOT * (target * (ledger.found + missed) - ledger.found)
+                fits = calibration.fits()
+                keys, z, _ = view.ranking(fits, ledger.scored_map, room)
+                cumulative = np.cumsum(probability(torch.from_numpy(z)).numpy())
+                take = max(size, int(np.searchsorted(cumulative, aim)) + 1)
+                more = ledger.within(view.candidates(keys[:take]), room)
+                kind = "ranking"
+            if not len(more):
+                if kind == "ranking":
+                    break
                 continue
-            grow = _most_missing(rankings)
-            if grow is None:
-                break
-            index = grow
-            ranking = rankings[index]
-            stratum = ranking.strata.pop(0)
-            band = _flat_candidates(index, ranking.order[stratum.begin : stratum.end], batch_size)
-            fresh = ledger.fresh(band)
-            more = ledger.within(fresh, room)
-            if len(more) < len(fresh):
-                # Cut short by the cap: the unsent rest of the band stays a stratum, with the
-                # part of its audit sample that falls in it.
-                end = stratum.begin
-                if len(more):
-                    last = more.row[-1:] * batch_size + more.col[-1:]
-                    end = int(ranking.positions(last)[0]) + 1
-                rest_of_band = stratum.sampled[ranking.positions(stratum.sampled) >= end]
-                ranking.strata.insert(
-                    0, _Stratum(end, stratum.end, stratum.end - end, rest_of_band)
-                )
-                stratum.end = end
             masked = ledger.send(judge, more)
+            if kind == "expansion":
+                # Over all its rounds: a last round of leftovers says little of what new
+                # links will imply.
+                sent_by[kind] = sent_by.get(kind, 0) + len(more)
+                masked_by[kind] = masked_by.get(kind, 0) + int(masked.sum())
+                yields[kind] = masked_by[kind] / sent_by[kind]
+            else:
+                yields[kind] = float(masked.mean())
             if expansion is not None:
                 expansion.add(more, masked)
+            self._calibrate(calibration, view, judge, ledger.candidates(), since=scored_before)
+            scored_before = len(ledger.candidates())
+            self._record(audit, ledger, view)
             logger.debug(
-                "band round (%s): %d candidates, %d masked; %d pairs scored",
-                blocks[index].name,
+                "%s round: %d candidates, %d masked; %d pairs scored; estimated recall %.3f",
+                kind,
                 len(more),
                 int(masked.sum()),
                 judge.scored_pairs,
+                audit.recall(ledger.found),
             )
-            ranking.sent = stratum.end
-            grew[index] = True
-            _record_audit(rankings, ledger)
-        floor = self.config.budget_ratio * 0.1
-        for block, ranking, grown in zip(blocks, rankings, grew):
-            current = self._ratio.get(block.name, self.config.budget_ratio)
-            # Start the next step where this one ended when it had to grow; else creep down, so
-            # that a budget grown for one hard batch does not stay high for good.
-            self._ratio[block.name] = (
-                ranking.sent / area if grown else max(current * _SHRINK, floor)
-            )
-        recall = _recall(ledger.found, rankings)
+        recall = audit.recall(ledger.found)
         if target is not None and recall < target and not self._warned_short:
             self._warned_short = True
             logger.warning(
-                "Estimated recall %.1f%% is below target_recall=%.1f%% after growing the "
-                "budget to %s pairs (ceiling: max_budget_ratio=%s of the naive pairs): the "
-                "student ranks the false negatives poorly, or they lie beyond what the budget "
-                "reaches. Raise max_budget_ratio or use a stronger student; "
-                "stats.estimated_recall reports it every step.",
+                "Estimated recall %.1f%% is below target_recall=%.1f%% after sending %s pairs "
+                "(ceiling: max_budget_ratio=%s of the naive pairs): the student ranks the false "
+                "negatives poorly, or they lie beyond what the budget reaches. Raise "
+                "max_budget_ratio or use a stronger student; stats.estimated_recall reports it "
+                "every step.",
                 100 * recall,
                 100 * target,
                 f"{judge.scored_pairs:,}",
-                self.config.max_budget_ratio,
+                config.max_budget_ratio,
             )
         return Selection(
             candidates=ledger.candidates(),
             masked=ledger.masked(),
-            audit_pairs=audit,
+            audit_pairs=len(sample) + sum(len(s.sampled) for s in audit.strata),
             estimated_recall=recall,
         )
 
-    @torch.no_grad()
-    def _rank(
+    def _calibration_sample(self, valid: np.ndarray, size: int) -> np.ndarray:
+        """A random sample of ``size`` valid candidates (flat keys) of one block."""
+        draws = self._rng.integers(0, len(valid), size * 2 + 64)
+        draws = np.unique(draws[valid[draws]])
+        self._rng.shuffle(draws)
+        if len(draws) < size:
+            pool = np.flatnonzero(valid)
+            draws = self._rng.choice(pool, min(size, len(pool)), replace=False)
+        return draws[:size].astype(np.int64)
+
+    def _audit(
         self,
-        normalized: Sequence[Tensor],
-        text_ids: Sequence[np.ndarray],
-        block: Block,
-        cap: int,
-        area: int,
-        batch_size: int,
-    ) -> _BlockRanking:
-        own = (normalized[0] * normalized[1]).sum(-1, keepdim=True)
-        score = normalized[block.query_column] @ normalized[block.document_column].T - own
-        query_ids = torch.as_tensor(text_ids[block.query_column], device=score.device)
-        document_ids = torch.as_tensor(text_ids[block.document_column], device=score.device)
-        # Identical texts are masked by the judge without a call: listed, never ranked.
-        invalid = identical(query_ids[:, None], document_ids[None, :])
-        if block.has_diagonal_pair:
-            invalid.fill_diagonal_(True)
-        same_text = invalid.clone()
-        if block.has_diagonal_pair:
-            same_text.fill_diagonal_(False)
-        flat = score.masked_fill(invalid, -math.inf).flatten()
-        valid = int((~invalid).sum())
-        start = min(
-            valid, max(1, math.ceil(self._ratio.get(block.name, self.config.budget_ratio) * area))
-        )
-        depth = min(valid, max(start, min(cap, start * 2**_BANDS)))
-        values, order = torch.topk(flat, depth)
-        order_np = order.cpu().numpy()
-        per_stratum = max(
-            _MIN_AUDIT_PER_STRATUM, math.ceil(self.config.audit_ratio * area / (_BANDS + 1))
-        )
-        strata = []
-        begin = start
-        while begin < depth:
-            end = min(depth, begin * 2)
-            band = order_np[begin:end]
+        order: np.ndarray,
+        prefix: int,
+        unscored: int,
+        per_stratum: int,
+        view: _StepCandidates,
+        ledger: _Ledger,
+    ) -> RecallAudit:
+        """The strata beyond the first allocation's prefix, each with its audit sample."""
+        audit = RecallAudit(order, prefix, [])
+        for begin, end in band_bounds(prefix, len(order)):
+            band = order[begin:end]
             take = min(len(band), per_stratum)
-            strata.append(
-                _Stratum(begin, end, len(band), self._rng.choice(band, take, replace=False))
-            )
-            begin = end
-        rest_size = valid - depth
+            sampled = self._rng.choice(band, take, replace=False)
+            audit.strata.append(Stratum(begin, end, len(band), sampled))
+        rest_size = unscored - len(order)
         rest_sample = np.zeros(0, dtype=np.int64)
         if rest_size > 0:
-            draws = self._rng.integers(0, area, per_stratum * _REST_AUDIT * 4)
-            floor = float(values[-1]) if depth else math.inf
-            drawn = flat[torch.as_tensor(draws)]
-            ok = ((drawn < floor) & (drawn > -math.inf)).cpu().numpy()
-            rest_sample = np.unique(draws[ok])[: per_stratum * _REST_AUDIT]
-        rest = _Stratum(depth, depth, rest_size, rest_sample)
-        identical_flat = torch.nonzero(same_text.flatten()).flatten().cpu().numpy()
-        return _BlockRanking(order_np, rest, start, strata, identical_flat, depth)
+            wanted = per_stratum * REST_AUDIT
+            draws = self._rng.integers(0, len(view.valid_map), wanted * 4)
+            ok = view.valid_map[draws] & ~ledger.scored_map[draws]
+            draws = draws[ok]
+            draws = draws[audit.positions(draws) == len(order)]
+            rest_sample = np.unique(draws)[:wanted]
+            self._rng.shuffle(rest_sample)
+        audit.strata.append(Stratum(len(order), len(order), max(rest_size, 0), rest_sample))
+        return audit
+
+    @staticmethod
+    def _calibrate(
+        calibration: GuideCalibration,
+        view: _StepCandidates,
+        judge: Judge,
+        candidates: Candidates,
+        since: int = 0,
+    ) -> None:
+        """Add the guide's scores of the candidates scored since ``since`` to the fits."""
+        new = Candidates(candidates.block[since:], candidates.row[since:], candidates.col[since:])
+        if len(new):
+            calibration.add(new.block, view.gather(new), judge.scores(new))
+
+    @staticmethod
+    def _record(audit: RecallAudit, ledger: _Ledger, view: _StepCandidates) -> None:
+        new = ledger.newly_found()
+        audit.record(new[view.valid_map[new]], ledger.found_map)
+
+
+def _identical_candidates(text_ids: Sequence[np.ndarray], block: Block) -> np.ndarray:
+    """Flat ``row * B + col`` map of a block's candidates whose two texts are identical."""
+    query = np.asarray(text_ids[block.query_column])
+    document = np.asarray(text_ids[block.document_column])
+    same = identical(query[:, None], document[None, :])
+    if block.has_diagonal_pair:
+        np.fill_diagonal(same, False)
+    return same.ravel()
+
+
+def _keys_to_candidates(keys: np.ndarray, batch_size: int) -> Candidates:
+    area = batch_size * batch_size
+    keys = np.asarray(keys, dtype=np.int64)
+    flat = keys % area
+    return Candidates(keys // area, flat // batch_size, flat % batch_size)
 
 
 class _Ledger:
@@ -452,64 +553,3 @@ class _Ledger:
 
     def masked(self) -> np.ndarray:
         return np.concatenate(self._verdicts) if self._verdicts else np.zeros(0, dtype=bool)
-
-
-def _record_audit(rankings: Sequence[_BlockRanking], ledger: _Ledger) -> None:
-    """Each stratum's audit hits, and the false negatives found in it by any round.
-
-    Incremental: only the candidates found since the last call are ranked, and merged into each
-    block's sorted positions of those found before.
-    """
-    area = ledger.area
-    new = ledger.newly_found()
-    blocks = new // area
-    for index, ranking in enumerate(rankings):
-        found_map = ledger.found_map[index * area : (index + 1) * area]
-        found = new[blocks == index] - index * area
-        found = found[~in_sorted(found, ranking.identical)]
-        if len(found):
-            ranking.found_positions = merge_sorted(
-                ranking.found_positions, np.sort(ranking.positions(found))
-            )
-        positions = ranking.found_positions
-        for stratum in ranking.strata:
-            stratum.hits = int(found_map[stratum.sampled].sum())
-            stratum.found = int(
-                np.searchsorted(positions, stratum.end) - np.searchsorted(positions, stratum.begin)
-            )
-        ranking.rest.hits = int(found_map[ranking.rest.sampled].sum())
-        ranking.rest.found = int(len(positions) - np.searchsorted(positions, ranking.depth))
-
-
-def _flat_candidates(block_index: int, flat: np.ndarray, batch_size: int) -> Candidates:
-    flat = np.asarray(flat, dtype=np.int64)
-    return Candidates(
-        np.full(flat.shape, block_index, dtype=np.int64), flat // batch_size, flat % batch_size
-    )
-
-
-def _recall(found: int, rankings: Sequence[_BlockRanking]) -> float:
-    missed = sum(s.estimated_misses() for r in rankings for s in [*r.strata, r.rest])
-    return found / (found + missed) if found + missed > 0 else 1.0
-
-
-def _most_missing(rankings: Sequence[_BlockRanking]) -> int | None:
-    """The block whose unsent bands hold the most estimated misses (``None``: none left).
-
-    Its next band is sent even if that band's own sample found nothing: with a weak student the
-    false negatives are spread thinly down the ranking, and the later bands are only reached
-    through the earlier ones.
-    """
-    best, best_misses = None, 0.0
-    for index, ranking in enumerate(rankings):
-        misses = sum(stratum.estimated_misses() for stratum in ranking.strata)
-        if misses > best_misses:
-            best, best_misses = index, misses
-    if best is None:
-        # Once the expansion has found what the bands' samples promised, the estimated misses
-        # lie beyond the ranking's bands: the block with the most of them still grows its band.
-        for index, ranking in enumerate(rankings):
-            misses = ranking.rest.estimated_misses()
-            if ranking.strata and misses > best_misses:
-                best, best_misses = index, misses
-    return best

@@ -54,24 +54,25 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
         all of its arguments. By default (:class:`~reranker_client.losses.RecallBudget`) the
         budget scales with the batch and holds a recall:
 
-            1. every block (anchor-positive, anchor-anchor, positive-positive, anchor-negative)
-               ranks its ``B**2`` candidates by ``cos(query_i, document_j) - cos(anchor_i,
-               positive_i)`` (how much closer the candidate is than the anchor's own positive)
-               and sends its own budget's worth from the top, ``budget_ratio`` of ``B**2`` to
-               start, so no block crowds out another;
-            2. candidates whose two texts are identical are masked without a call;
-            3. a random audit sample (``audit_ratio`` of ``B**2`` per block) of the candidates
-               not sent, drawn from bands of the ranking, is scored too; from it the step
-               estimates how many false negatives it missed (``stats.estimated_recall``);
-            4. while that estimate is below ``target_recall``, the step asks about what the
-               reranker's verdicts imply (``expand``): a false negative between the texts of
-               rows i and j makes the other blocks' pairs between i and j, and pairs two such
-               links apart, likely false negatives too, however the student ranks them; these
-               are sent in further ``score_pairs`` calls while new links appear. When they run
-               out, the block with the most estimated misses sends its next band. All stops at
-               ``max_budget_ratio`` of ``blocks x B**2`` pairs; the next step starts from the
-               band budget this one needed, per block, and shrinks it slowly when it was more
-               than enough. A warning says when the ceiling stops the budget short of the target.
+            1. the first call scores a small random calibration sample of every block
+               (``calibration_ratio`` of ``B**2``) with the anchors' own positives, which give
+               every anchor's cutoff (its positive's score less the margin); candidates whose
+               two texts are identical are masked without a call;
+            2. each block maps the student's cosine onto the guide's scale with a linear fit,
+               and all candidates of all blocks and anchors are ranked together by their chance
+               to be above their anchor's cutoff; the second call sends the top of that one
+               ranking, as much as ``target_recall`` of the expected false negatives needs (at
+               least ``budget_ratio`` of ``blocks x B**2``), with a stratified audit sample of
+               the rest (``audit_ratio``), from which the step estimates how many false
+               negatives it missed (``stats.estimated_recall``);
+            3. while that estimate is below ``target_recall``, further calls refit the
+               calibration on every verdict back and send either the next of the refitted
+               ranking or what the reranker's verdicts imply (``expand``: a false negative
+               between the texts of rows i and j makes the other blocks' pairs between i and j,
+               and pairs two such links apart, likely false negatives too), whichever paid more
+               masked candidates per pair. All stops at ``max_budget_ratio`` of ``blocks x
+               B**2`` pairs (0.03: 4% of 3B**2 for triplets); a warning says when the ceiling
+               stops the step short of the target.
 
         ``selection=PerAnchorTopK.preset("conservative" | "balanced" | "aggressive")`` uses the
         earlier per-anchor filter instead (see :class:`~reranker_client.losses.PerAnchorTopK`);
@@ -89,7 +90,7 @@ class OptimizedRerankerCachedGISTEmbedLoss(RerankerCachedGISTEmbedLoss):
             client: A :class:`~reranker_client.RerankerClient` of the service, or its URL.
             args: Further positional arguments of :class:`RerankerCachedGISTEmbedLoss`.
             selection: The selection strategy (default: ``RecallBudget()``, i.e. a
-                ``target_recall`` of 0.99 within ``max_budget_ratio=0.015``).
+                ``target_recall`` of 0.99 within ``max_budget_ratio=0.03``).
             kwargs: Further options of :class:`RerankerCachedGISTEmbedLoss` (``mini_batch_size``,
                 ``margin``, ``api_key``, ``on_reranker_error``, ...). The earlier keyword
                 arguments ``target_recall``, ``budget_ratio``, ``max_budget_ratio``,
