@@ -37,7 +37,7 @@ class FakeCosineService:
         return out
 
 
-def _batch(seed: int = 0):
+def _batch(seed: int = 0, size: int = B):
     """(texts per column, guide embeddings by text): 24 topics, texts repeat across rows."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(24, 32))
@@ -50,7 +50,7 @@ def _batch(seed: int = 0):
             embeddings[name] = vector / np.linalg.norm(vector)
         return name
 
-    topics = rng.integers(0, 24, B)
+    topics = rng.integers(0, 24, size)
     anchors = [text("q", t, int(rng.integers(0, 6))) for t in topics]
     positives = [text("p", t, int(rng.integers(0, 4))) for t in topics]
     negatives = [text("p", int(rng.integers(0, 24)), int(rng.integers(0, 4))) for _ in topics]
@@ -133,7 +133,7 @@ def test_a_useless_student_stops_at_the_cap_and_says_so(caplog) -> None:
         lambda step, judge, blocks: budget(noisy, blocks, step, judge), texts, embeddings
     )
     recall = len(masked) / len(everything)
-    assert judge.scored_pairs <= 0.02 * 4 * B * B + B  # the cap (plus the B thresholds)
+    assert judge.scored_pairs <= 0.02 * 4 * B * B  # the cap, thresholds included
     assert recall < 0.5
     # The audit sees the misses: the estimate is far below the target, near the truth.
     assert selection.estimated_recall < 0.6
@@ -236,3 +236,52 @@ def test_one_global_allocation_follows_false_negatives_concentrated_on_a_few_anc
     # The allocation is about the false negatives' size: calibration and audit on top.
     assert judge.scored_pairs <= 1.3 * len(everything) + selection.audit_pairs + B
     assert abs(selection.estimated_recall - len(masked) / len(everything)) < 0.03
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_at_a_batch_too_small_for_the_audit_the_cap_holds_and_the_recall_is_unknown(
+    size: int, caplog
+) -> None:
+    """Defaults at B=16 and 32: the cap (3% of 4B**2: 30 and 122 pairs) leaves room for the B
+    threshold pairs and part of the calibration sample, none for the audit. The cap holds on
+    the first call, the sample still reaches every block, and the step says its recall is
+    unknown instead of claiming 100% from audit samples that were never scored."""
+    texts, embeddings = _batch(size=size)
+    budget = RecallBudget().start()
+    columns = _student(texts, embeddings)
+    _, selection, judge, _ = _run(
+        lambda step, judge, blocks: budget(columns, blocks, step, judge), texts, embeddings
+    )
+    assert judge.scored_pairs <= int(0.03 * 4 * size * size)
+    c = selection.candidates
+    columns_of = [(0, 1), (0, 0), (1, 1), (0, 2)]  # ap, aa, pp, an (loss_blocks' order)
+    scored_blocks = {
+        block
+        for block, row, col in zip(c.block.tolist(), c.row.tolist(), c.col.tolist())
+        if texts[columns_of[block][0]][row] != texts[columns_of[block][1]][col]
+    }
+    assert scored_blocks == {0, 1, 2, 3}
+    assert np.isnan(selection.estimated_recall)
+    assert selection.audit_pairs <= len(c) - judge.identity_masked  # what was sent, no more
+    assert "cannot be estimated" in caplog.text
+
+
+def test_each_scored_candidate_joins_the_calibration_once(monkeypatch) -> None:
+    from reranker_client.losses import _guide_calibration
+
+    added: list[int] = []
+    add = _guide_calibration.GuideCalibration.add
+
+    def counting_add(self, block, student, guide):
+        added.append(len(block))
+        return add(self, block, student, guide)
+
+    monkeypatch.setattr(_guide_calibration.GuideCalibration, "add", counting_add)
+    texts, embeddings = _batch()
+    budget = RecallBudget(budget_ratio=0.005, max_budget_ratio=0.05).start()
+    columns = _student(texts, embeddings, noise=0.5)
+    _, selection, judge, _ = _run(
+        lambda step, judge, blocks: budget(columns, blocks, step, judge), texts, embeddings
+    )
+    assert judge.calls >= 3  # calibration, the allocation and at least one refit round
+    assert sum(added) == len(selection.candidates)

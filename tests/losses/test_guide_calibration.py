@@ -7,6 +7,7 @@ import torch
 from reranker_client.losses._guide_calibration import (
     MIN_PAIRS,
     MIN_SIGMA,
+    MIN_SLOPE,
     GuideCalibration,
     LinearFit,
     probability,
@@ -58,8 +59,9 @@ def test_z_ranks_every_anchor_against_its_own_cutoff_on_the_guides_scale() -> No
     z = fit.z(torch.tensor([[0.4], [0.4]]), torch.tensor([[0.6], [0.9]]))
     p = probability(z).flatten()
     assert p[0] > 0.97 and p[1] < 0.01
-    # A student whose similarities fall as the guide's rise still gets a positive slope.
+    # A student whose similarities fall as the guide's rise gets the least positive slope, not
+    # the fitted -1 (a ranking by it would put the likeliest candidates last).
     calibration = GuideCalibration(1)
     s = np.linspace(0, 1, 50)
     calibration.add(np.zeros(50, dtype=np.int64), s, 1 - s)
-    assert calibration.fits()[0].slope > 0
+    assert calibration.fits()[0].slope == MIN_SLOPE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from reranker_client.losses._candidates import Candidates, loss_blocks
@@ -105,7 +107,9 @@ def test_stratum_misses_subtract_what_any_round_found_and_stop_at_zero() -> None
     assert stratum.estimated_misses() == 20.0
     stratum.found = 80  # more than the sample's estimate: nothing left to miss, not negative
     assert stratum.estimated_misses() == 0.0
-    assert Stratum(0, 10, 10, np.zeros(0, dtype=np.int64), found=3).estimated_misses() == 0.0
+    # No scored sample: nothing to estimate from, so unknown (NaN), unless it holds nothing.
+    assert math.isnan(Stratum(0, 10, 10, np.zeros(0, dtype=np.int64), found=3).estimated_misses())
+    assert Stratum(0, 0, 0, np.zeros(0, dtype=np.int64)).estimated_misses() == 0.0
 
 
 def test_found_false_negatives_are_counted_in_the_stratum_they_fall_in() -> None:

@@ -18,6 +18,7 @@ With few sample hits per stratum the estimate is noisy, in both directions. Pure
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +58,8 @@ class Stratum:
         missed.
         """
         if not len(self.sampled):
-            return 0.0
+            # Nothing to estimate from: unknown, unless there is nothing to miss.
+            return 0.0 if self.size <= 0 else math.nan
         return max(0.0, self.hits * (self.size / len(self.sampled)) - self.found)
 
 
@@ -116,12 +118,22 @@ class RecallAudit:
                 - np.searchsorted(positions, stratum.begin)
             )
 
+    def keep_scored(self, scored_map: np.ndarray) -> None:
+        """Drop the audit samples that were not scored (the cap cut them off): a sample the
+        guide never judged says nothing of its stratum."""
+        for stratum in self.strata:
+            stratum.sampled = stratum.sampled[scored_map[stratum.sampled]]
+
     def estimated_misses(self) -> float:
+        """The strata's estimated misses; NaN when a stratum that holds candidates has no
+        scored sample."""
         return sum(s.estimated_misses() for s in self.strata)
 
     def recall(self, found: int) -> float:
-        """Estimated recall of a step that found ``found`` false negatives."""
+        """Estimated recall of a step that found ``found`` false negatives (NaN: unknown)."""
         missed = self.estimated_misses()
+        if math.isnan(missed):
+            return math.nan
         return found / (found + missed) if found + missed > 0 else 1.0
 
 

@@ -107,11 +107,15 @@ class RecallBudget:
 
     Attributes:
         budget_ratio: Least first allocation, as a share of the naive pairs (``blocks x B**2``).
-        max_budget_ratio: Most pairs a step may send, as a share of the naive pairs, calibration
-            and audit included (0.03: 4% of 3B**2 for triplets).
+        max_budget_ratio: Most pairs a step may send, as a share of the naive pairs, the B
+            threshold pairs, calibration and audit included (0.03: 4% of 3B**2 for triplets).
+            When it leaves no room for the audit (small batches), the step's recall is NaN.
         target_recall: Estimated recall a step sends more to reach (``None``: one allocation).
-        audit_ratio: Audit sample, as a share of the naive pairs.
-        calibration_ratio: Random calibration sample per block, as a share of its ``B**2``.
+        audit_ratio: Audit sample per band beyond the first allocation, as five times a share
+            of the naive pairs (each of the 4 bands gets ``audit_ratio / 5``, the rest 4 times
+            that: about 1.6 x ``audit_ratio`` in all), and at least 32 per stratum.
+        calibration_ratio: Random calibration sample per block, as a share of its ``B**2`` (at
+            least 32 per block).
         seed: Seed of the calibration and audit sampling.
         expand: Whether further rounds may ask about the candidates the false negatives imply
             (the guide-verified expansion of :mod:`._verdict_expansion`).
@@ -158,7 +162,8 @@ class _StepCandidates:
         self.batch_size = normalized[0].shape[0]
         self.area = self.batch_size * self.batch_size
         # A row whose cutoff is NaN (an empty text) never masks: no candidate of it is valid.
-        cut = torch.as_tensor(cutoffs, dtype=normalized[0].dtype)
+        device = normalized[0].device
+        cut = torch.as_tensor(cutoffs, dtype=normalized[0].dtype, device=device)
         self.cutoffs = torch.where(torch.isnan(cut), torch.full_like(cut, math.inf), cut)
         self.valid_map = np.concatenate(
             [_valid(text_ids, block, cutoffs).ravel() for block in blocks]
@@ -178,8 +183,8 @@ class _StepCandidates:
             document = self.normalized[block.document_column]
             for begin in range(0, len(pick), _GATHER_CHUNK):
                 part = pick[begin : begin + _GATHER_CHUNK]
-                r = torch.as_tensor(candidates.row[part])
-                c = torch.as_tensor(candidates.col[part])
+                r = torch.as_tensor(candidates.row[part], device=query.device)
+                c = torch.as_tensor(candidates.col[part], device=query.device)
                 out[part] = (query[r] * document[c]).sum(-1).cpu().numpy()
         return out
 
@@ -193,7 +198,7 @@ class _StepCandidates:
         for index, fit in enumerate(fits):
             z = fit.z(self.similarity(index), self.cutoffs[:, None]).flatten()
             span = slice(index * self.area, (index + 1) * self.area)
-            out = torch.from_numpy(~self.valid_map[span] | exclude[span])
+            out = torch.from_numpy(~self.valid_map[span] | exclude[span]).to(z.device)
             z = z.masked_fill(out, -math.inf)
             expected += float(probability(z).sum())
             top, at = torch.topk(z, min(k, self.area))
@@ -269,7 +274,7 @@ class CandidateBudget:
                 for index, block in enumerate(blocks)
             ]
         )
-        sample = np.concatenate(
+        sample = _interleave(
             [
                 self._calibration_sample(_valid(text_ids, block, None).ravel(), per_block)
                 + index * area
@@ -277,7 +282,10 @@ class CandidateBudget:
             ]
         )
         first = _keys_to_candidates(np.concatenate([identical_keys, sample]), batch_size)
-        ledger.send(judge, ledger.within(ledger.fresh(first), cap))
+        # The B threshold pairs go with the first call and count against the cap; the blocks'
+        # samples are interleaved, so that a cut keeps some of every block.
+        ledger.send(judge, ledger.within(ledger.fresh(first), max(0, cap - batch_size)))
+        calibration_sent = int(ledger.scored_map[sample].sum())
         cutoffs = judge.cutoffs
         assert cutoffs is not None
         view = _StepCandidates(normalized, text_ids, blocks, cutoffs)
@@ -305,14 +313,20 @@ class CandidateBudget:
         unscored = int((view.valid_map & ~ledger.scored_map).sum())
         depth = min(unscored, max(prefix, 1) * 2**BANDS)
         if depth > len(keys):
-            keys, _, _ = view.ranking(fits, ledger.scored_map, depth)
+            # The chosen prefix stays the order's head: with ties in z a deeper ranking could
+            # order it differently, and the strata must be the candidates beyond what was sent.
+            deeper, _, _ = view.ranking(fits, ledger.scored_map, depth)
+            keys = np.concatenate([keys[:prefix], deeper[~np.isin(deeper, keys[:prefix])]])
         audit = self._audit(keys[:depth], prefix, unscored, per_stratum, view, ledger)
         audited = ledger.fresh(view.candidates(audit.sampled()))
         sent = ledger.within(Candidates.concat([audited, chosen]), cap - judge.scored_pairs)
+        scored_before = len(ledger.candidates())
         verdicts = ledger.send(judge, sent)
         first_yield = float(verdicts[len(audited) :].mean()) if len(sent) > len(audited) else 0.0
+        # An audit sample the cap cut off was not scored: it estimates nothing.
+        audit.keep_scored(ledger.scored_map)
+        self._calibrate(calibration, view, judge, ledger.candidates(), since=scored_before)
         scored_before = len(ledger.candidates())
-        self._calibrate(calibration, view, judge, ledger.candidates())
         self._record(audit, ledger, view)
 
         expansion = VerdictExpansion(normalized, text_ids, blocks) if config.expand else None
@@ -323,6 +337,7 @@ class CandidateBudget:
         yields: dict[str, float] = {"ranking": first_yield}
         sent_by: dict[str, int] = {}
         masked_by: dict[str, int] = {}
+        # An unknown recall (NaN: no audit sample fitted) gives the rounds nothing to aim at.
         while target is not None and audit.recall(ledger.found) < target:
             room = cap - judge.scored_pairs
             if room <= 0:
@@ -376,23 +391,35 @@ class CandidateBudget:
                 audit.recall(ledger.found),
             )
         recall = audit.recall(ledger.found)
-        if target is not None and recall < target and not self._warned_short:
-            self._warned_short = True
-            logger.warning(
-                "Estimated recall %.1f%% is below target_recall=%.1f%% after sending %s pairs "
-                "(ceiling: max_budget_ratio=%s of the naive pairs): the student ranks the false "
-                "negatives poorly, or they lie beyond what the budget reaches. Raise "
-                "max_budget_ratio or use a stronger student; stats.estimated_recall reports it "
-                "every step.",
-                100 * recall,
-                100 * target,
-                f"{judge.scored_pairs:,}",
-                config.max_budget_ratio,
-            )
+        if target is not None and not self._warned_short:
+            if math.isnan(recall):
+                self._warned_short = True
+                logger.warning(
+                    "The recall of this step cannot be estimated: max_budget_ratio=%s of the "
+                    "naive pairs (%s pairs) leaves no room for the audit sample at batch size "
+                    "%d. Raise max_budget_ratio or the batch size; stats.estimated_recall is NaN "
+                    "for such steps.",
+                    config.max_budget_ratio,
+                    f"{cap:,}",
+                    batch_size,
+                )
+            elif recall < target:
+                self._warned_short = True
+                logger.warning(
+                    "Estimated recall %.1f%% is below target_recall=%.1f%% after sending %s "
+                    "pairs (ceiling: max_budget_ratio=%s of the naive pairs): the student ranks "
+                    "the false negatives poorly, or they lie beyond what the budget reaches. "
+                    "Raise max_budget_ratio or use a stronger student; stats.estimated_recall "
+                    "reports it every step.",
+                    100 * recall,
+                    100 * target,
+                    f"{judge.scored_pairs:,}",
+                    config.max_budget_ratio,
+                )
         return Selection(
             candidates=ledger.candidates(),
             masked=ledger.masked(),
-            audit_pairs=len(sample) + sum(len(s.sampled) for s in audit.strata),
+            audit_pairs=calibration_sent + sum(len(s.sampled) for s in audit.strata),
             estimated_recall=recall,
         )
 
@@ -431,6 +458,15 @@ class CandidateBudget:
             draws = draws[ok]
             draws = draws[audit.positions(draws) == len(order)]
             rest_sample = np.unique(draws)[:wanted]
+            if len(rest_sample) < min(wanted, rest_size):
+                # Random draws rarely land in a rest that is a small share of the candidates:
+                # draw from the rest itself (small exactly then).
+                pool = view.valid_map & ~ledger.scored_map
+                pool[order] = False
+                pool_keys = np.flatnonzero(pool)
+                rest_sample = self._rng.choice(
+                    pool_keys, min(wanted, len(pool_keys)), replace=False
+                ).astype(np.int64)
             self._rng.shuffle(rest_sample)
         audit.strata.append(Stratum(len(order), len(order), max(rest_size, 0), rest_sample))
         return audit
@@ -462,6 +498,18 @@ def _identical_candidates(text_ids: Sequence[np.ndarray], block: Block) -> np.nd
     if block.has_diagonal_pair:
         np.fill_diagonal(same, False)
     return same.ravel()
+
+
+def _interleave(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The parts' elements taken in turn (the first of each, then the second, ...)."""
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
+    length = max(len(p) for p in parts)
+    grid = np.full((length, len(parts)), -1, dtype=np.int64)
+    for j, part in enumerate(parts):
+        grid[: len(part), j] = part
+    flat = grid.ravel()
+    return flat[flat >= 0]
 
 
 def _keys_to_candidates(keys: np.ndarray, batch_size: int) -> Candidates:
