@@ -9,6 +9,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
 from reranker_server.testing.ray_cluster import LoopbackRayCluster  # noqa: E402 - needs ray
+from server_process import RedisProcess  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,13 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackRa
             ray.shutdown()
         finally:
             cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server on loopback, for ingress replicas that share scores."""
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ the fault tests.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from reranker_server.testing.ray_cluster import (
     LoopbackRayCluster,
     kill_replica,
     replica_actors,
+    replica_pids,
     replica_placement,
     replica_states,
     wait_until,
@@ -121,7 +123,8 @@ def _engine_replicas_metric(url: str) -> float | None:
 
 
 def _wait_for_running_metric(url: str, n: int) -> None:
-    """Until several scrapes in a row (reaching either ingress replica) report n RUNNING."""
+    """Until four scrapes in a row report n RUNNING. Ray's proxy may send them all to one
+    ingress replica; each replica reads the count from Ray's controller itself."""
     wait_until(
         lambda: all(_engine_replicas_metric(url) == n for _ in range(4)),
         30,
@@ -167,17 +170,56 @@ def tmp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ray-tests")
 
 
-def test_cross_encoder_scores_match_single_process_server(
-    ray_cluster: LoopbackRayCluster, cross_encoder_dir: Path, cross_encoder_reference: dict
+def test_cross_encoder_scores_match_single_process_server_and_ingress_replicas_share_redis(
+    ray_cluster: LoopbackRayCluster,
+    cross_encoder_dir: Path,
+    cross_encoder_reference: dict,
+    redis_url: str,
 ) -> None:
     from ray import serve
 
-    settings = {"model": str(cross_encoder_dir), "dtype": "float32"}
+    settings = {"model": str(cross_encoder_dir), "dtype": "float32", "redis_url": redis_url}
     url = _deploy(ray_cluster, settings)
     try:
         _assert_same(_answers(url), cross_encoder_reference)
+        _assert_replicas_share_scores_through_redis(url)
     finally:
         serve.delete(APP)
+
+
+def _assert_replicas_share_scores_through_redis(url: str) -> None:
+    """A new request, then the ingress replica that answered it killed, then the same request
+    again: whichever replica answers now (the other one, or the replacement) is another process
+    that never scored these pairs, so its cache hits can only be Redis's.
+
+    Killing is the way to reach a second replica: Ray's proxy sent 60 requests in a row to the
+    same one."""
+    docs = [f"shared document {i} {uuid.uuid4().hex}" for i in range(5)]
+    body = {"query": "a query for the shared cache", "documents": docs}
+    first = httpx.post(f"{url}/rerank", json=body, timeout=60)
+    assert first.status_code == 200, first.text
+    assert first.json()["usage"]["cache_hits"] == 0
+    scorer = int(first.headers["x-reranker-worker"])
+    pids = replica_pids("RerankerIngress")
+    assert scorer in pids.values(), (scorer, pids)
+    kill_replica(next(name for name, pid in pids.items() if pid == scorer))
+
+    answers: list[httpx.Response] = []
+
+    def answered() -> bool:
+        try:
+            r = httpx.post(f"{url}/rerank", json=body, timeout=60)
+        except httpx.TransportError:
+            return False
+        answers.append(r)
+        # The proxy can still pick the dead replica for a moment: Ray answers that with a 5xx.
+        return r.status_code == 200
+
+    wait_until(answered, 120, "another ingress replica to answer")
+    second = answers[-1]
+    assert int(second.headers["x-reranker-worker"]) != scorer
+    assert second.json()["usage"]["cache_hits"] == len(docs), second.json()
+    assert second.json()["results"] == first.json()["results"]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,8 @@ class LoopbackRayCluster:
         # token exists in ~/.ray/auth_token (left there by any earlier ray.init on the machine),
         # so a cluster started without it refused the probe ("InvalidAuthToken"). This cluster is
         # on loopback only, and its driver and probes are this process and its children: the
-        # mode is set explicitly for all of them (see ``AUTH_ENV``), whatever ~/.ray holds.
+        # mode is set explicitly for all of them (see ``AUTH_ENV``), whatever ~/.ray holds. It
+        # is set in this process's environment and left there: the test session is the driver.
         os.environ.update(AUTH_ENV)
         env = {
             **os.environ,
@@ -153,21 +154,30 @@ def replica_actors(deployment: str, app: str = APP) -> list[str]:
     )
 
 
-def replica_placement(deployment: str, app: str = APP) -> dict[str, tuple[str, str]]:
-    """{replica actor name: (actor id, node id)} of a deployment's live replica actors.
-
-    From the GCS actor table (``ray._private.state.actors``, a developer API): the state API
-    (``ray.util.state.list_actors``) needs the dashboard, which the test cluster leaves off."""
+def _alive_replica_rows(deployment: str, app: str) -> list[dict[str, Any]]:
+    """The GCS actor table's rows (``ray._private.state.actors``, a developer API) of a
+    deployment's live replica actors: the state API (``ray.util.state.list_actors``) needs the
+    dashboard, which the test cluster leaves off."""
     from ray._private.state import actors
 
     prefix = f"SERVE_REPLICA::{app}#{deployment}#"
     table = actors(actor_state_name="ALIVE")
     rows = table.values() if isinstance(table, dict) else table
+    return [a for a in rows if a["Name"].startswith(prefix)]
+
+
+def replica_placement(deployment: str, app: str = APP) -> dict[str, tuple[str, str]]:
+    """{replica actor name: (actor id, node id)} of a deployment's live replica actors."""
     return {
         a["Name"]: (a["ActorID"], a["Address"]["NodeID"])
-        for a in rows
-        if a["Name"].startswith(prefix)
+        for a in _alive_replica_rows(deployment, app)
     }
+
+
+def replica_pids(deployment: str, app: str = APP) -> dict[str, int]:
+    """{replica actor name: process id} of a deployment's live replica actors (the id an
+    ingress replica sends back in ``x-reranker-worker``)."""
+    return {a["Name"]: int(a["Pid"]) for a in _alive_replica_rows(deployment, app)}
 
 
 def kill_replica(name: str) -> None:
