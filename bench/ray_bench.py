@@ -1,6 +1,7 @@
 """Throughput of the Ray Serve app with 1 and 2 engine replicas, beside the ENGINE_URLS pool.
 
-    nice -n 10 python bench/ray_bench.py [--requests 24] [--concurrency 4] [--out FILE.json]
+    nice -n 10 python bench/ray_bench.py [--requests 24] [--concurrency 4] [--batch-max-pairs N]
+        [--out FILE.json]
 
 One workload for every system: training-style ``/rerank_batch_simple`` requests on real text
 (the docstrings of the standard library's public functions: the query is the function's name
@@ -105,6 +106,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--requests", type=int, default=24)
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument(
+        "--batch-max-pairs", type=int, help="pairs per engine batch (default: the service's)"
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     all_bodies = workload(args.requests + 4)
@@ -112,7 +116,10 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     results: dict[str, Any] = {}
     flags = ["--dtype", "float32"]
-    env = {f"RERANKER_{k.upper()}": str(v) for k, v in _CACHES_OFF.items()}
+    service_settings: dict[str, Any] = dict(_CACHES_OFF)
+    if args.batch_max_pairs:
+        service_settings["batch_max_pairs"] = args.batch_max_pairs
+    env = {f"RERANKER_{k.upper()}": str(v) for k, v in service_settings.items()}
 
     server = ServerProcess(*flags, log_path=logs / "inprocess.log", env=env)
     try:
@@ -151,7 +158,7 @@ def main() -> None:
         ray.init(address=cluster.address, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": cluster.http_port})
         url = f"http://127.0.0.1:{cluster.http_port}"
-        settings = {"dtype": "float32", "engine_batches_in_flight": 4, **_CACHES_OFF}
+        settings = {"dtype": "float32", "engine_batches_in_flight": 4, **service_settings}
         for n in (1, 2):
             engine = EngineDeployment.options(
                 num_replicas=n,
@@ -182,6 +189,7 @@ def main() -> None:
             "pairs_per_request": len(bodies[0]["pairs"]),
             "texts_per_request": 2 * len(bodies[0]["queries"]),
             "concurrency": args.concurrency,
+            "batch_max_pairs": service_settings.get("batch_max_pairs", 256),
             "text": "standard-library docstrings (real text), every text distinct, caches off",
         },
         "results": results,
