@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 from _processes import EngineProcess, ServerProcess
+from reranker_server.settings import Settings
 from reranker_server.testing.ray_cluster import LoopbackRayCluster, wait_until
 
 _MODULES = (
@@ -189,7 +190,9 @@ def main() -> None:
             "pairs_per_request": len(bodies[0]["pairs"]),
             "texts_per_request": 2 * len(bodies[0]["queries"]),
             "concurrency": args.concurrency,
-            "batch_max_pairs": service_settings.get("batch_max_pairs", 256),
+            "batch_max_pairs": service_settings.get(
+                "batch_max_pairs", Settings.model_fields["batch_max_pairs"].default
+            ),
             "text": "standard-library docstrings (real text), every text distinct, caches off",
         },
         "results": results,
