@@ -6,6 +6,7 @@
 #   dockerd, /usr/bin/docker  (package docker.io: tests/docker builds and runs the images; the
 #                   tests start dockerd themselves when no Docker engine answers)
 #   debootstrap     (tests/docker builds its Debian 12 base image with it: no registry is pulled)
+#   groff           (package groff-base: tests/bench renders a manual page as bench/_man_pages.py does)
 #   libtcmalloc_minimal  (package libtcmalloc-minimal4: the CPU engine's allocator, which the
 #                   server preloads when it is installed; the engine tests check that it does)
 #
@@ -18,8 +19,8 @@ set -euo pipefail
 
 missing=()
 # /usr/bin/docker by its path: a docker client elsewhere on PATH may lack BuildKit (buildx).
-tools=(docker-compose promtool prometheus redis-server dockerd /usr/bin/docker debootstrap)
-packages=(docker-compose prometheus redis-server docker.io debootstrap)
+tools=(docker-compose promtool prometheus redis-server dockerd /usr/bin/docker debootstrap groff)
+packages=(docker-compose prometheus redis-server docker.io debootstrap groff-base)
 have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }
 for tool in "${tools[@]}"; do
     have "$tool" || missing+=("$tool")
