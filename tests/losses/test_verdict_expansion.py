@@ -125,7 +125,7 @@ def test_found_false_negatives_are_counted_in_the_stratum_they_fall_in() -> None
     deeper = Stratum(20, 40, 20, order[20:22])
     rest_sample = np.array([area + 9 * batch_size + 8])  # aa, beyond the ranking
     rest = Stratum(40, 40, 2 * (area - batch_size) - 40, rest_sample)
-    audit = RecallAudit(order, 10, [band, deeper, rest])
+    audit = RecallAudit(order, [band, deeper, rest])
     ledger = _Ledger(ids, blocks, batch_size)
     # Found: one in the sent prefix, the band's first sampled (a hit), two more in the band
     # found by another round, one in the deeper band outside its sample, one in the rest.

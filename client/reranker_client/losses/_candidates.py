@@ -67,6 +67,13 @@ class Candidates:
         """One integer per candidate: ``block * B**2 + row * B + col``."""
         return (self.block * batch_size + self.row) * batch_size + self.col
 
+    @classmethod
+    def from_flat_keys(cls, keys: np.ndarray, batch_size: int) -> Candidates:
+        """The candidates of :meth:`flat_keys`' integers."""
+        keys = np.asarray(keys, dtype=np.int64)
+        flat = keys % (batch_size * batch_size)
+        return cls(keys // (batch_size * batch_size), flat // batch_size, flat % batch_size)
+
     def text_ids(
         self, blocks: Sequence[Block], column_ids: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:

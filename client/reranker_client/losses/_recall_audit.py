@@ -67,13 +67,12 @@ class Stratum:
 class RecallAudit:
     """The strata of one step's global ranking and the false negatives found in each.
 
-    ``order``: the ranking's first ``len(order)`` keys, best first; ``prefix``: how many of them
-    the first allocation sent; ``strata``: the bands, then the rest (every valid key beyond
-    ``order``).
+    ``order``: the ranking's first ``len(order)`` keys, best first (the first allocation's sent
+    prefix at its head); ``strata``: the bands beyond that prefix, then the rest (every valid
+    key beyond ``order``).
     """
 
     order: np.ndarray
-    prefix: int
     strata: list[Stratum]
     #: Sorted positions in ``order`` of the false negatives found so far (``len(order)``: beyond).
     found_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))

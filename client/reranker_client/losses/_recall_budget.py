@@ -211,9 +211,7 @@ class _StepCandidates:
         return all_keys[finite], all_values[finite], expected
 
     def candidates(self, keys: np.ndarray) -> Candidates:
-        keys = np.asarray(keys, dtype=np.int64)
-        flat = keys % self.area
-        return Candidates(keys // self.area, flat // self.batch_size, flat % self.batch_size)
+        return Candidates.from_flat_keys(keys, self.batch_size)
 
 
 def _valid(text_ids: Sequence[np.ndarray], block: Block, cutoffs: np.ndarray | None) -> np.ndarray:
@@ -281,7 +279,7 @@ class CandidateBudget:
                 for index, block in enumerate(blocks)
             ]
         )
-        first = _keys_to_candidates(np.concatenate([identical_keys, sample]), batch_size)
+        first = Candidates.from_flat_keys(np.concatenate([identical_keys, sample]), batch_size)
         # The B threshold pairs go with the first call and count against the cap; the blocks'
         # samples are interleaved, so that a cut keeps some of every block.
         ledger.send(judge, ledger.within(ledger.fresh(first), max(0, cap - batch_size)))
@@ -443,7 +441,7 @@ class CandidateBudget:
         ledger: _Ledger,
     ) -> RecallAudit:
         """The strata beyond the first allocation's prefix, each with its audit sample."""
-        audit = RecallAudit(order, prefix, [])
+        audit = RecallAudit(order, [])
         for begin, end in band_bounds(prefix, len(order)):
             band = order[begin:end]
             take = min(len(band), per_stratum)
@@ -510,13 +508,6 @@ def _interleave(parts: Sequence[np.ndarray]) -> np.ndarray:
         grid[: len(part), j] = part
     flat = grid.ravel()
     return flat[flat >= 0]
-
-
-def _keys_to_candidates(keys: np.ndarray, batch_size: int) -> Candidates:
-    area = batch_size * batch_size
-    keys = np.asarray(keys, dtype=np.int64)
-    flat = keys % area
-    return Candidates(keys // area, flat // batch_size, flat % batch_size)
 
 
 class _Ledger:
