@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from reranker_client.losses import RecallBudget
-from reranker_client.losses._candidates import all_candidates, loss_blocks
+from reranker_client.losses import RecallBudget, _recall_budget
+from reranker_client.losses._candidates import Candidates, all_candidates, loss_blocks
 from reranker_client.losses._judge import GuideJudge, judge_all
 from reranker_client.losses._texts import StepTexts
 
@@ -285,3 +285,58 @@ def test_each_scored_candidate_joins_the_calibration_once(monkeypatch) -> None:
     )
     assert judge.calls >= 3  # calibration, the allocation and at least one refit round
     assert sum(added) == len(selection.candidates)
+
+
+def test_an_expansion_that_does_not_pay_costs_only_its_trial(monkeypatch) -> None:
+    """On text whose verdicts imply little, the expansion's first round is a small trial, and
+    the ranking takes over when it yields more: the useless expansion here (a fake that
+    proposes the half of the candidates the guide finds least similar, which no ranking
+    reaches) costs about nothing against no expansion at all. One unbounded expansion round
+    had spent the room at its own yield."""
+    texts, embeddings = _batch()
+    everything, *_ = _everything(texts, embeddings)
+    columns = _student(texts, embeddings, noise=0.2)  # its first allocation yields < 0.5
+    blocks = loss_blocks(3, contrast_anchors=True, contrast_positives=True)
+    every = all_candidates(blocks, B)
+    guide = np.array(
+        [
+            embeddings[texts[blocks[b].query_column][i]]
+            @ embeddings[texts[blocks[b].document_column][j]]
+            for b, i, j in zip(every.block.tolist(), every.row.tolist(), every.col.tolist())
+        ]
+    )
+    worst_first = np.argsort(guide, kind="stable")[: len(every) // 2]
+    proposed = set(every.flat_keys(B)[worst_first].tolist())
+
+    class UselessExpansion:
+        """Fake of VerdictExpansion: proposes what the verdicts do not imply."""
+
+        pending = True
+
+        def __init__(self, *_: object) -> None:
+            pass
+
+        def add(self, *_: object) -> None:
+            pass
+
+        def propose(self, scored: np.ndarray):
+            order = worst_first[~scored[every.flat_keys(B)[worst_first]]]
+            return Candidates(every.block[order], every.row[order], every.col[order])
+
+    recall, expansion_sent = {}, {}
+    for expand in (False, True):
+        if expand:
+            monkeypatch.setattr(_recall_budget, "VerdictExpansion", UselessExpansion)
+        budget = RecallBudget(budget_ratio=0.002, max_budget_ratio=0.05, expand=expand).start()
+        masked, selection, judge, _ = _run(
+            lambda step, judge, blocks, budget=budget: budget(columns, blocks, step, judge),
+            texts,
+            embeddings,
+        )
+        recall[expand] = len(masked) / len(everything)
+        sent = selection.candidates.flat_keys(B)
+        expansion_sent[expand] = len(set(sent.tolist()) & proposed)
+    assert recall[False] > 0.6, "the student's ranking alone finds most of them"
+    assert recall[True] >= recall[False] - 0.01  # was 0.39 against 0.76
+    # What the fake's half cost beyond what the ranking itself sent of it (was 25,501).
+    assert 0 < expansion_sent[True] - expansion_sent[False] <= 0.01 * len(every)

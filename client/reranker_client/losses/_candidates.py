@@ -67,6 +67,13 @@ class Candidates:
         """One integer per candidate: ``block * B**2 + row * B + col``."""
         return (self.block * batch_size + self.row) * batch_size + self.col
 
+    def split(self, k: int) -> tuple[Candidates, Candidates]:
+        """The first ``k`` candidates and the rest."""
+        return (
+            Candidates(self.block[:k], self.row[:k], self.col[:k]),
+            Candidates(self.block[k:], self.row[k:], self.col[k:]),
+        )
+
     @classmethod
     def from_flat_keys(cls, keys: np.ndarray, batch_size: int) -> Candidates:
         """The candidates of :meth:`flat_keys`' integers."""

@@ -21,8 +21,12 @@ ranks the candidates of all blocks and anchors together, by how likely each is t
    what the step sent so far) or the candidates the verdicts imply (the guide-verified
    expansion of :mod:`._verdict_expansion`: a false negative between two rows' texts makes the
    other blocks' pairs between them, and pairs two verified links apart, likely false negatives
-   too), whichever yielded more masked candidates per pair in its last round. All stops at
-   ``max_budget_ratio``, counted in distinct text pairs (what the judge scores).
+   too), whichever yielded more masked candidates per pair in its last round. An expansion
+   round takes at most a round's size of its proposals, best first, and the first one is a
+   small trial: on text where the verdicts imply little (near-duplicates that are not
+   transitive), one unbounded expansion round had spent most of the budget at a third of the
+   ranking's yield. All stops at ``max_budget_ratio``, counted in distinct text pairs (what the
+   judge scores).
 
 Everything here is pure (no I/O): :meth:`CandidateBudget.run` gets a ``judge`` that scores
 candidates, says which are masked, and gives back their scores and the anchors' cutoffs.
@@ -63,12 +67,9 @@ _MIN_ROUND_SHARE = 0.25
 _OVERSHOOT = 1.5
 #: Most of the room (below the cap) the first allocation may take, with a target.
 _FIRST_SHARE = 0.5
-#: The expansion goes first while its rounds yielded at least this share of the last ranking
-#: round's masked candidates per pair.
-_EXPANSION_PAYS = 0.5
-#: The yield assumed of an expansion not tried yet: it goes first after a first allocation that
-#: yielded at most twice this.
-_UNTRIED_EXPANSION = 0.25
+#: The first expansion round of a step is a trial: at most this share of a round's size, so that
+#: an expansion that does not pay on this data costs little before the ranking takes over.
+_EXPANSION_TRIAL = 0.1
 #: Candidates scored per gather of the student's similarities.
 _GATHER_CHUNK = 65536
 
@@ -333,8 +334,6 @@ class CandidateBudget:
         queue = Candidates.concat([])
         # The first allocation's yield is the ranking's until a later round of it.
         yields: dict[str, float] = {"ranking": first_yield}
-        sent_by: dict[str, int] = {}
-        masked_by: dict[str, int] = {}
         # An unknown recall (NaN: no audit sample fitted) gives the rounds nothing to aim at.
         while target is not None and audit.recall(ledger.found) < target:
             room = cap - judge.scored_pairs
@@ -345,13 +344,11 @@ class CandidateBudget:
                 queue = expansion.propose(ledger.scored_map)
             if len(queue):
                 queue = ledger.fresh(queue)
-            pays = (
-                yields.get("expansion", _UNTRIED_EXPANSION) >= _EXPANSION_PAYS * yields["ranking"]
-            )
-            if len(queue) and pays:
-                assert expansion is not None
-                more = ledger.within(queue, room)
-                queue = Candidates.concat([])
+            tried = "expansion" in yields
+            if len(queue) and (not tried or yields["expansion"] >= yields["ranking"]):
+                limit = size if tried else max(1, math.ceil(_EXPANSION_TRIAL * size))
+                head, queue = queue.split(limit)
+                more = ledger.within(head, room)
                 kind = "expansion"
             else:
                 missed = audit.estimated_misses()
@@ -367,14 +364,7 @@ class CandidateBudget:
                     break
                 continue
             masked = ledger.send(judge, more)
-            if kind == "expansion":
-                # Over all its rounds: a last round of leftovers says little of what new
-                # links will imply.
-                sent_by[kind] = sent_by.get(kind, 0) + len(more)
-                masked_by[kind] = masked_by.get(kind, 0) + int(masked.sum())
-                yields[kind] = masked_by[kind] / sent_by[kind]
-            else:
-                yields[kind] = float(masked.mean())
+            yields[kind] = float(masked.mean())
             if expansion is not None:
                 expansion.add(more, masked)
             self._calibrate(calibration, view, judge, ledger.candidates(), since=scored_before)
