@@ -21,12 +21,12 @@ ranks the candidates of all blocks and anchors together, by how likely each is t
    what the step sent so far) or the candidates the verdicts imply (the guide-verified
    expansion of :mod:`._verdict_expansion`: a false negative between two rows' texts makes the
    other blocks' pairs between them, and pairs two verified links apart, likely false negatives
-   too), whichever yielded more masked candidates per pair in its last round. An expansion
-   round takes at most a round's size of its proposals, best first, and the first one is a
-   small trial: on text where the verdicts imply little (near-duplicates that are not
-   transitive), one unbounded expansion round had spent most of the budget at a third of the
-   ranking's yield. All stops at ``max_budget_ratio``, counted in distinct text pairs (what the
-   judge scores).
+   too), whichever pays more: the expansion while its last round yielded at least half the
+   ranking's last (whose next round yields less). The first expansion round is a small trial
+   of its best proposals: on text where the verdicts imply little (near-duplicates that are
+   not transitive), an untried expansion's first round had spent most of the budget at a
+   third of the ranking's yield. All stops at ``max_budget_ratio``, counted in distinct text
+   pairs (what the judge scores).
 
 Everything here is pure (no I/O): :meth:`CandidateBudget.run` gets a ``judge`` that scores
 candidates, says which are masked, and gives back their scores and the anchors' cutoffs.
@@ -67,6 +67,12 @@ _MIN_ROUND_SHARE = 0.25
 _OVERSHOOT = 1.5
 #: Most of the room (below the cap) the first allocation may take, with a target.
 _FIRST_SHARE = 0.5
+#: The expansion goes (on) while its last round yielded at least this share of the ranking's last
+#: round's masked candidates per pair: the ranking's next round yields less than its last.
+_EXPANSION_PAYS = 0.5
+#: The yield assumed of an expansion not tried yet: it goes first after a first allocation that
+#: yielded at most twice this.
+_UNTRIED_EXPANSION = 0.25
 #: The first expansion round of a step is a trial: at most this share of a round's size, so that
 #: an expansion that does not pay on this data costs little before the ranking takes over.
 _EXPANSION_TRIAL = 0.1
@@ -345,9 +351,12 @@ class CandidateBudget:
             if len(queue):
                 queue = ledger.fresh(queue)
             tried = "expansion" in yields
-            if len(queue) and (not tried or yields["expansion"] >= yields["ranking"]):
-                limit = size if tried else max(1, math.ceil(_EXPANSION_TRIAL * size))
-                head, queue = queue.split(limit)
+            expected = yields["expansion"] if tried else _UNTRIED_EXPANSION
+            if len(queue) and expected >= _EXPANSION_PAYS * yields["ranking"]:
+                if tried:
+                    head, queue = queue, Candidates.concat([])
+                else:
+                    head, queue = queue.split(max(1, math.ceil(_EXPANSION_TRIAL * size)))
                 more = ledger.within(head, room)
                 kind = "expansion"
             else:
