@@ -16,17 +16,16 @@ ranks the candidates of all blocks and anchors together, by how likely each is t
    ``budget_ratio`` of ``blocks x B**2``), with a stratified *audit* sample of the rest
    (:mod:`._recall_audit`), from which the step estimates its recall.
 3. While the estimate is below ``target_recall``, each further call (a *round*) refits the
-   calibration on every verdict back so far and sends either the next candidates of the
-   refitted global ranking (as many as the estimated misses call for, at least a quarter of
-   what the step sent so far) or the candidates the verdicts imply (the guide-verified
-   expansion of :mod:`._verdict_expansion`: a false negative between two rows' texts makes the
-   other blocks' pairs between them, and pairs two verified links apart, likely false negatives
-   too), whichever pays more: the expansion while its last round yielded at least half the
-   ranking's last (whose next round yields less). The first expansion round is a small trial
-   of its best proposals: on text where the verdicts imply little (near-duplicates that are
-   not transitive), an untried expansion's first round had spent most of the budget at a
-   third of the ranking's yield. All stops at ``max_budget_ratio``, counted in distinct text
-   pairs (what the judge scores).
+   calibration on every verdict back so far and sends either the next candidates of the refitted
+   global ranking (as many as the estimated misses call for, at least a quarter of what the step
+   sent so far) or the candidates the verdicts imply (the guide-verified expansion of
+   :mod:`._verdict_expansion`: a false negative between two rows' texts makes the other blocks'
+   pairs between them, and pairs two verified links apart, likely false negatives too), whichever
+   pays more: the expansion while its rounds yielded at least half what the ranking's last round
+   did (whose next round yields less). The first expansion round is a small trial of its best
+   proposals: on text where the verdicts imply little (near-duplicates that are not transitive), an
+   untried expansion's first round had spent most of the budget at a third of the ranking's yield.
+   All stops at ``max_budget_ratio``, counted in distinct text pairs (what the judge scores).
 
 Everything here is pure (no I/O): :meth:`CandidateBudget.run` gets a ``judge`` that scores
 candidates, says which are masked, and gives back their scores and the anchors' cutoffs.
@@ -67,7 +66,7 @@ _MIN_ROUND_SHARE = 0.25
 _OVERSHOOT = 1.5
 #: Most of the room (below the cap) the first allocation may take, with a target.
 _FIRST_SHARE = 0.5
-#: The expansion goes (on) while its last round yielded at least this share of the ranking's last
+#: The expansion goes (on) while its rounds yielded at least this share of the ranking's last
 #: round's masked candidates per pair: the ranking's next round yields less than its last.
 _EXPANSION_PAYS = 0.5
 #: The yield assumed of an expansion not tried yet: it goes first after a first allocation that
@@ -340,6 +339,7 @@ class CandidateBudget:
         queue = Candidates.concat([])
         # The first allocation's yield is the ranking's until a later round of it.
         yields: dict[str, float] = {"ranking": first_yield}
+        expansion_sent = expansion_masked = 0
         # An unknown recall (NaN: no audit sample fitted) gives the rounds nothing to aim at.
         while target is not None and audit.recall(ledger.found) < target:
             room = cap - judge.scored_pairs
@@ -373,7 +373,14 @@ class CandidateBudget:
                     break
                 continue
             masked = ledger.send(judge, more)
-            yields[kind] = float(masked.mean())
+            if kind == "expansion":
+                # Over all its rounds: one small round of leftovers says little of what the
+                # links found later imply.
+                expansion_sent += len(more)
+                expansion_masked += int(masked.sum())
+                yields[kind] = expansion_masked / expansion_sent
+            else:
+                yields[kind] = float(masked.mean())
             if expansion is not None:
                 expansion.add(more, masked)
             self._calibrate(calibration, view, judge, ledger.candidates(), since=scored_before)
