@@ -4,7 +4,9 @@ The optimized loss ranks candidates by what the student says of them and sends t
 reranker. How far down the plain loss's false negatives lie in such a ranking bounds what any
 selection from that student can keep at a budget. For one batch of ``loss_bill``'s data (the
 same batches, students and guide stand-in), this prints the share of the false negatives within
-the top 1-4% of 3B² of one global ranking of all four blocks' candidates, by:
+the top 1-4% of 3B² of one global ranking of all four blocks' candidates (candidates whose two
+texts are identical are left out: the loss masks them without a call, and ``loss_bill``'s count
+includes them as "identity"), by:
 
 - ``oracle``: the guide's own margin over each anchor's cutoff (a perfect ranking);
 - ``margin``: the student's score less its score of the anchor's own positive (what a loss that
